@@ -5,14 +5,61 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 
+	"github.com/magefile/mage/mg"
 	"github.com/magefile/mage/sh"
+	"github.com/sirupsen/logrus"
 
 	"github.com/k3os-rpi/k3os-rpi4/ci"
+	"github.com/k3os-rpi/k3os-rpi4/ci/engine"
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
+
+// pipeline returns the plan and a runner on the engine $ENGINE selects.
+// Call the returned function when done.
+func pipeline(ctx context.Context) (*ci.Plan, *ci.Runner, func() error, error) {
+	log := ci.NewLogger(mg.Verbose())
+	cache := ci.CacheRoot()
+	eng, closeEngine, err := engine.Select(ctx, os.Getenv("ENGINE"), cache, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	wd, _ := os.Getwd()
+	r := &ci.Runner{Engine: eng, Cache: cache, Project: wd, Log: log}
+	if t := ci.Terminal(); t != nil {
+		r.Progress = t
+	}
+	log.WithFields(logrus.Fields{"engine": eng.Name(), "cache": cache}).Info("pipeline")
+	return ci.NewPlan(wd), r, closeEngine, nil
+}
+
+// Agent builds the on-device agent (static arm64) into dist/k3os-agent.
+func Agent(ctx context.Context) error {
+	p, r, done, err := pipeline(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	out, err := r.Build(ctx, p.Agent())
+	if err != nil {
+		return err
+	}
+	return ci.Export(out, map[string]string{"k3os-agent": "dist/k3os-agent"})
+}
+
+// Clean removes dist/ and the build cache (steps, tools roots, downloads).
+func Clean() error {
+	for _, d := range []string{"dist", ci.CacheRoot()} {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 
 func configDir() string {
 	if d := os.Getenv("CONFIG_DIR"); d != "" {

@@ -1,0 +1,242 @@
+// Package host runs pipeline steps on a Debian or Ubuntu machine without
+// containers: each step's toolchain is a Debian root made once with
+// mmdebstrap and cached, and the step's commands run inside it under
+// bubblewrap, with only the step's inputs, outputs and caches mounted and no
+// network unless the step asks. Outputs so depend on the pinned toolchain,
+// not on the host's own packages (the design of mkosi's tools tree).
+package host
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/k3os-rpi/k3os-rpi4/ci"
+)
+
+// DefaultMirror is Debian's mirror; DEBIAN_MIRROR overrides it.
+const DefaultMirror = "http://deb.debian.org/debian"
+
+// Engine is the host engine.
+type Engine struct {
+	// Cache holds tools roots (toolroots/) and cache volumes (volumes/).
+	Cache  string
+	Mirror string
+	Log    *logrus.Logger
+
+	mu sync.Mutex
+}
+
+// New returns a host engine keeping its state under cache.
+func New(cache string, log *logrus.Logger) *Engine {
+	m := os.Getenv("DEBIAN_MIRROR")
+	if m == "" {
+		m = DefaultMirror
+	}
+	return &Engine{Cache: cache, Mirror: m, Log: log}
+}
+
+func (e *Engine) Name() string { return "host" }
+
+// hostPackages are what the engine itself needs on the host, by command.
+var hostPackages = map[string]string{"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap"}
+
+// EnsurePrerequisites installs mmdebstrap and bubblewrap when they are
+// missing (as root), or says the exact command to run. Emulating a foreign
+// architecture also needs qemu-user-static registered with binfmt_misc.
+func EnsurePrerequisites(ctx context.Context, emulates []string, log *logrus.Logger) error {
+	var missing []string
+	for cmd, pkg := range hostPackages {
+		if _, err := exec.LookPath(cmd); err != nil {
+			missing = append(missing, pkg)
+		}
+	}
+	for _, arch := range emulates {
+		if !binfmtRegistered(arch) {
+			missing = append(missing, "qemu-user-static", "binfmt-support")
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	cmd := "apt-get update && apt-get install -y --no-install-recommends " + strings.Join(missing, " ")
+	if os.Getuid() != 0 {
+		return fmt.Errorf("the host engine needs %s; run: sudo sh -c '%s'", strings.Join(missing, ", "), cmd)
+	}
+	log.WithField("packages", strings.Join(missing, " ")).Info("installing host prerequisites")
+	c := exec.CommandContext(ctx, "sh", "-c", cmd)
+	c.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("installing host prerequisites (%s): %v\n%s", cmd, err, tail(out))
+	}
+	for _, arch := range emulates {
+		if !binfmtRegistered(arch) {
+			return fmt.Errorf("qemu-user-static is installed but binfmt_misc has no %s entry; run: update-binfmts --enable qemu-%s", arch, qemuArch(arch))
+		}
+	}
+	return nil
+}
+
+func qemuArch(debArch string) string {
+	switch debArch {
+	case "arm64":
+		return "aarch64"
+	case "armhf":
+		return "arm"
+	case "amd64":
+		return "x86_64"
+	}
+	return debArch
+}
+
+// binfmtRegistered tells whether binaries of arch run through qemu-user, with
+// the interpreter opened at registration (flag F), so that it also works
+// inside a chroot or a namespace that lacks /usr/bin/qemu-*.
+func binfmtRegistered(arch string) bool {
+	b, err := os.ReadFile("/proc/sys/fs/binfmt_misc/qemu-" + qemuArch(arch))
+	if err != nil || !strings.HasPrefix(string(b), "enabled") {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if flags, ok := strings.CutPrefix(line, "flags:"); ok {
+			return strings.Contains(flags, "F")
+		}
+	}
+	return false
+}
+
+func tail(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ToolsRoot returns the toolchain's root, building it on first use.
+func (e *Engine) ToolsRoot(ctx context.Context, t ci.Toolchain, log io.Writer) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir := filepath.Join(e.Cache, "toolroots", t.Key())
+	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".tmp-"+t.Key()+"-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	e.Log.WithFields(logrus.Fields{"toolchain": t.Key(), "packages": len(t.Packages)}).Info("building tools root")
+	args := []string{"--mode=root", "--variant=apt", "--arch=" + t.Arch,
+		"--include=" + strings.Join(t.Packages, ","), t.Suites[0], tmp}
+	for _, s := range t.Suites {
+		args = append(args, fmt.Sprintf("deb %s %s main", e.Mirror, s))
+	}
+	c := exec.CommandContext(ctx, "mmdebstrap", args...)
+	c.Stdout, c.Stderr = log, log
+	if err := c.Run(); err != nil {
+		return "", fmt.Errorf("building tools root %s with mmdebstrap: %w", t.Key(), err)
+	}
+	// What the root holds, for the record (and the step's log).
+	q := exec.CommandContext(ctx, "chroot", tmp, "dpkg-query", "-W", "-f=${Package} ${Version} ${Architecture}\\n")
+	pk, err := q.Output()
+	if err != nil {
+		return "", fmt.Errorf("listing tools root packages: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, ".packages"), pk, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, ".complete"), nil, 0o644); err != nil {
+		return "", err
+	}
+	os.RemoveAll(dir) // an incomplete one from an interrupted run
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// Run runs the step's commands in its tools root under bubblewrap.
+func (e *Engine) Run(ctx context.Context, s *ci.Step, inputs map[string]string, outDir string, log io.Writer) error {
+	if err := EnsurePrerequisites(ctx, s.Emulates, e.Log); err != nil {
+		return err
+	}
+	root, err := e.ToolsRoot(ctx, s.Toolchain, log)
+	if err != nil {
+		return err
+	}
+	// Mount points in the (read-only) root; /in and /cache are tmpfs so
+	// that each input and volume gets its own mount point below them.
+	for _, d := range []string{ci.InDir, ci.OutDir, ci.CacheDir, ci.WorkDir} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	work, err := os.MkdirTemp("", "k3os-work-"+s.Name+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	args := []string{
+		"--ro-bind", root, "/",
+		"--proc", "/proc", "--dev", "/dev",
+		"--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run",
+		"--tmpfs", ci.InDir, "--tmpfs", ci.CacheDir,
+		"--bind", work, ci.WorkDir, "--bind", outDir, ci.OutDir,
+		"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
+		"--hostname", "build", "--clearenv", "--chdir", ci.WorkDir,
+	}
+	if !s.Network {
+		args = append(args, "--unshare-net")
+	} else {
+		args = append(args, "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf")
+	}
+	if s.Privileged {
+		// Full capabilities for mount and mknod (mmdebstrap --mode=root).
+		args = append(args, "--cap-add", "ALL", "--dev-bind", "/dev", "/dev")
+	}
+	for _, in := range s.Inputs {
+		dst := ci.InDir + "/" + in.Name
+		src := inputs[in.Name]
+		if len(in.Include) == 0 {
+			args = append(args, "--ro-bind", src, dst)
+			continue
+		}
+		for _, inc := range in.Include {
+			args = append(args, "--ro-bind", filepath.Join(src, inc), dst+"/"+inc)
+		}
+	}
+	for _, name := range s.Caches {
+		vol := filepath.Join(e.Cache, "volumes", name)
+		if err := os.MkdirAll(vol, 0o755); err != nil {
+			return err
+		}
+		args = append(args, "--bind", vol, ci.CacheDir+"/"+name)
+	}
+	for _, kv := range s.EnvList() {
+		k, v, _ := strings.Cut(kv, "=")
+		args = append(args, "--setenv", k, v)
+	}
+	for _, cmd := range s.Commands {
+		c := exec.CommandContext(ctx, "bwrap", append(append(args, "--"), cmd...)...)
+		c.Stdout, c.Stderr = log, log
+		fmt.Fprintf(log, "+ %s\n", strings.Join(cmd, " "))
+		if err := c.Run(); err != nil {
+			return fmt.Errorf("%s: %w", ci.ShortCommand(cmd), err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+package ci
+
+import (
+	"os"
+	"strings"
+)
+
+// Toolchains the steps run in. Each is a Debian root, cached by its
+// definition; changing one rebuilds only the steps that use it.
+var (
+	// GoToolchain builds the project's Go programs (Debian's Go 1.26).
+	GoToolchain = Toolchain{
+		Suites:   []string{"trixie", "trixie-backports"},
+		Arch:     "amd64",
+		Packages: []string{"golang-1.26-go", "ca-certificates"},
+	}
+)
+
+const goPath = "/usr/lib/go-1.26/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Plan is the pipeline for one build: which steps, with which options.
+type Plan struct {
+	// Version of the image and of the agent.
+	Version string
+
+	steps map[string]*Step
+}
+
+// once returns the plan's single instance of a step, so that every step
+// depending on it shares it.
+func (p *Plan) once(name string, def func() *Step) *Step {
+	if p.steps == nil {
+		p.steps = map[string]*Step{}
+	}
+	if s, ok := p.steps[name]; ok {
+		return s
+	}
+	s := def()
+	p.steps[name] = s
+	return s
+}
+
+// NewPlan reads the build options (VERSION file, overridden by $VERSION).
+func NewPlan(project string) *Plan {
+	v := os.Getenv("VERSION")
+	if v == "" {
+		b, _ := os.ReadFile(project + "/VERSION")
+		v = strings.TrimSpace(string(b))
+	}
+	if v == "" {
+		v = "dev"
+	}
+	return &Plan{Version: v}
+}
+
+// deviceSources are the parts of the source tree the on-device agent is
+// built from; the module download and the build see only these.
+var deviceSources = []string{"go.mod", "go.sum", "cmd", "nodeconfig"}
+
+// GoModules fetches the Go modules the device programs need, verified
+// against go.sum, so that the build steps run without network.
+func (p *Plan) GoModules() *Step {
+	env := map[string]string{"PATH": goPath, "GOMODCACHE": OutDir + "/mod", "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local", "GOCACHE": WorkDir + "/gocache"}
+	for _, k := range []string{"GOPROXY", "GONOSUMDB", "GOPRIVATE", "GOSUMDB"} {
+		if v := os.Getenv(k); v != "" {
+			env[k] = v
+		}
+	}
+	return p.once("gomod", func() *Step {
+		return &Step{
+			Name:      "gomod",
+			Toolchain: GoToolchain,
+			Inputs:    []Input{{Name: "src", Path: ".", Include: deviceSources}},
+			Env:       env,
+			Commands: [][]string{{"sh", "-euc", `cd /in/src
+mkdir -p /out/mod
+GOOS=linux GOARCH=arm64 go list -deps ./cmd/k3os-agent >/dev/null
+# The cache's download/ holds zips and locks the build does not need.
+chmod -R u+w /out/mod && find /out/mod -name '*.lock' -delete`}},
+			Outputs: []string{"mod"},
+			Network: true,
+		}
+	})
+}
+
+// Agent builds the on-device agent: a static arm64 binary.
+func (p *Plan) Agent() *Step {
+	return p.once("agent", func() *Step {
+		return &Step{
+			Name:      "agent",
+			Toolchain: GoToolchain,
+			Inputs: []Input{
+				{Name: "src", Path: ".", Include: deviceSources},
+				{Name: "mod", Step: p.GoModules()},
+			},
+			Env: map[string]string{
+				"PATH": goPath, "GOMODCACHE": InDir + "/mod/mod", "GOPROXY": "off", "GOFLAGS": "-mod=readonly",
+				"GOTOOLCHAIN": "local", "GOCACHE": CacheDir + "/go-build", "CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "arm64",
+			},
+			Commands: [][]string{{"sh", "-euc", `cd /in/src
+go build -trimpath -buildvcs=false -ldflags="-s -w -buildid= -X main.version=` + p.Version + `" -o /out/k3os-agent ./cmd/k3os-agent`}},
+			Caches:  []string{"go-build"},
+			Outputs: []string{"k3os-agent"},
+		}
+	})
+}

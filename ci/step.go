@@ -1,0 +1,202 @@
+package ci
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+)
+
+// Paths inside a step's environment, the same under every engine.
+const (
+	InDir    = "/in"    // inputs, read-only: /in/<name>
+	OutDir   = "/out"   // outputs: the step writes here
+	CacheDir = "/cache" // cache volumes: /cache/<name>
+	WorkDir  = "/work"  // scratch, empty at start
+)
+
+// Toolchain is the Debian root a step runs in: a suite, the architecture
+// of its tools, and its packages. The host engine builds it with mmdebstrap
+// and enters it with bubblewrap; the Dagger engine uses a container of the
+// same suite with the same packages.
+type Toolchain struct {
+	// Suites are the Debian suites it draws from, the release first
+	// (e.g. trixie, trixie-backports).
+	Suites   []string `json:"suites"`
+	Arch     string   `json:"arch"`
+	Packages []string `json:"packages"`
+}
+
+// Key identifies a toolchain's content by its definition.
+func (t Toolchain) Key() string {
+	pk := append([]string(nil), t.Packages...)
+	sort.Strings(pk)
+	return t.Suites[0] + "-" + t.Arch + "-" + digest(strings.Join(t.Suites, " ") + "\n" + strings.Join(pk, "\n"))[:12]
+}
+
+// Input is something a step reads, mounted read-only at /in/<Name>. It is
+// exactly one of: a path of the source tree, another step's output, or a
+// pinned download.
+type Input struct {
+	Name string `json:"name"`
+	// Path is a file or directory on the host (relative to the project).
+	Path string `json:"path,omitempty"`
+	// Include limits a Path directory to these entries (files or
+	// directories directly below it).
+	Include []string `json:"include,omitempty"`
+	// Step is another step whose /out is mounted here.
+	Step *Step `json:"-"`
+	// Download is fetched once and checked against its sha256.
+	Download *Download `json:"download,omitempty"`
+}
+
+// Download is a pinned file from the network.
+type Download struct {
+	URL    string `json:"url"`
+	SHA256 string `json:"sha256"`
+}
+
+// Step is one unit of the pipeline, defined once and run by any engine. It
+// runs Commands in its Toolchain with its Inputs under /in, its caches under
+// /cache, scratch space in /work (the working directory), and leaves its
+// results in /out. Steps see no network unless Network says so.
+type Step struct {
+	Name      string            `json:"name"`
+	Toolchain Toolchain         `json:"toolchain"`
+	Inputs    []Input           `json:"inputs"`
+	Env       map[string]string `json:"env"`
+	Commands  [][]string        `json:"commands"`
+	// Caches are named volumes that persist between runs (ccache, Go's build
+	// cache); they speed a step up but never change its output.
+	Caches []string `json:"caches,omitempty"`
+	// Outputs are the paths under /out the step must produce.
+	Outputs []string `json:"outputs"`
+	// Network lets the step reach the package mirror.
+	Network bool `json:"network,omitempty"`
+	// Privileged steps may mount and chroot (mmdebstrap, losetup).
+	Privileged bool `json:"privileged,omitempty"`
+	// Emulates names foreign architectures whose binaries the step runs
+	// (through qemu-user and binfmt_misc), e.g. arm64 for a root build.
+	Emulates []string `json:"emulates,omitempty"`
+}
+
+// SourceDateEpoch is the fixed time every step builds with, for
+// reproducible outputs (2026-01-01T00:00:00Z); it is in every step's Env.
+const SourceDateEpoch = "1767225600"
+
+// Environ is the step's full environment, the same under every engine.
+func (s *Step) Environ() map[string]string {
+	env := map[string]string{
+		"PATH":              "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME":              WorkDir,
+		"LC_ALL":            "C.UTF-8",
+		"TZ":                "UTC",
+		"SOURCE_DATE_EPOCH": SourceDateEpoch,
+	}
+	for k, v := range s.Env {
+		env[k] = v
+	}
+	return env
+}
+
+// EnvList returns Environ as sorted KEY=VALUE strings.
+func (s *Step) EnvList() []string {
+	env := s.Environ()
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Validate checks a step definition before anything runs.
+func (s *Step) Validate() error {
+	if s.Name == "" || strings.ContainsAny(s.Name, "/ ") {
+		return fmt.Errorf("step name %q: use letters, digits and '-'", s.Name)
+	}
+	if len(s.Toolchain.Suites) == 0 || s.Toolchain.Arch == "" {
+		return fmt.Errorf("step %s: toolchain needs a suite and an arch", s.Name)
+	}
+	seen := map[string]bool{}
+	for _, in := range s.Inputs {
+		n := 0
+		for _, set := range []bool{in.Path != "", in.Step != nil, in.Download != nil} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 || in.Name == "" || strings.Contains(in.Name, "/") || seen[in.Name] {
+			return fmt.Errorf("step %s: input %q must have a unique name and exactly one of path, step, download", s.Name, in.Name)
+		}
+		if in.Download != nil && len(in.Download.SHA256) != 64 {
+			return fmt.Errorf("step %s: input %s: download needs a sha256", s.Name, in.Name)
+		}
+		seen[in.Name] = true
+	}
+	if len(s.Commands) == 0 || len(s.Outputs) == 0 {
+		return fmt.Errorf("step %s: needs commands and outputs", s.Name)
+	}
+	for _, o := range s.Outputs {
+		if path.IsAbs(o) || strings.HasPrefix(path.Clean(o), "..") {
+			return fmt.Errorf("step %s: output %q must be relative to %s", s.Name, o, OutDir)
+		}
+	}
+	return nil
+}
+
+// Definition is the canonical encoding of what the step does, apart from
+// its inputs' content: half of its cache key.
+func (s *Step) Definition() []byte {
+	type inputDef struct {
+		Input
+		Step string `json:"step,omitempty"`
+	}
+	def := struct {
+		*Step
+		Inputs []inputDef `json:"inputs"`
+		Env    []string   `json:"env"`
+	}{Step: s, Env: s.EnvList()}
+	for _, in := range s.Inputs {
+		d := inputDef{Input: in}
+		if in.Step != nil {
+			d.Step = in.Step.Name
+		}
+		def.Inputs = append(def.Inputs, d)
+	}
+	b, err := json.Marshal(def)
+	if err != nil {
+		panic(err) // only plain data: cannot fail
+	}
+	return b
+}
+
+func digest(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// Engine runs one step. The inputs are resolved to host paths (files or
+// directories) by the Runner; the engine leaves the step's /out in outDir,
+// which exists and is empty, and writes the step's output to log.
+type Engine interface {
+	Name() string
+	Run(ctx context.Context, s *Step, inputs map[string]string, outDir string, log io.Writer) error
+}
+
+// ShortCommand renders a command for a one-line message.
+func ShortCommand(cmd []string) string {
+	s := strings.Join(cmd, " ")
+	if first, _, multi := strings.Cut(s, "\n"); multi {
+		s = first + " ..."
+	}
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
