@@ -3,7 +3,12 @@ package ci
 import (
 	"os"
 	"strings"
+	"time"
 )
+
+// nowStamp changes every run, for steps that must never be cached (the
+// lock asks the mirror what is current).
+func nowStamp() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 
 // Toolchains the steps run in. Each is a Debian root, cached by its
 // definition; changing one rebuilds only the steps that use it.
@@ -23,7 +28,8 @@ type Plan struct {
 	// Version of the image and of the agent.
 	Version string
 
-	steps map[string]*Step
+	project string
+	steps   map[string]*Step
 }
 
 // once returns the plan's single instance of a step, so that every step
@@ -50,7 +56,7 @@ func NewPlan(project string) *Plan {
 	if v == "" {
 		v = "dev"
 	}
-	return &Plan{Version: v}
+	return &Plan{Version: v, project: project}
 }
 
 // deviceSources are the parts of the source tree the on-device agent is
@@ -103,4 +109,51 @@ go build -trimpath -buildvcs=false -ldflags="-s -w -buildid= -X main.version=` +
 			Outputs: []string{"k3os-agent"},
 		}
 	})
+}
+
+// RootfsToolchain builds the Debian root: mmdebstrap, qemu-user for the
+// arm64 maintainer scripts, and squashfs-tools.
+var RootfsToolchain = Toolchain{
+	Suites: []string{"trixie", "trixie-updates"},
+	Arch:   "amd64",
+	Packages: []string{"mmdebstrap", "arch-test", "uidmap", "mount", "qemu-user", "qemu-user-binfmt",
+		"apt-utils", "ca-certificates", "openssl", "squashfs-tools", "zstd"},
+}
+
+// RootfsLock resolves rootfs/packages.list against the mirror into a lock
+// of exact versions and checksums (go tool mage rootfs:lock).
+func (p *Plan) RootfsLock() *Step {
+	return p.once("rootfs-lock", func() *Step {
+		return &Step{
+			Name:      "rootfs-lock",
+			Toolchain: RootfsToolchain,
+			Inputs:    []Input{{Name: "rootfs", Path: "rootfs", Include: []string{"build.sh", "packages.list"}}},
+			Env:       map[string]string{"MIRROR": DebianMirror(), "K3OS_LOCK_TIME": nowStamp()},
+			Commands:  [][]string{{"sh", "/in/rootfs/build.sh", "lock"}},
+			Outputs:   []string{"packages.lock"},
+			Network:   true,
+		}
+	})
+}
+
+// RootfsBase installs exactly the locked Debian packages into a root
+// directory: the expensive part, cached by the lock.
+func (p *Plan) RootfsBase() (*Step, error) {
+	debs, err := ReadDebLock(p.project + "/rootfs/packages.lock")
+	if err != nil {
+		return nil, err
+	}
+	return p.once("rootfs-base", func() *Step {
+		return &Step{
+			Name:      "rootfs-base",
+			Toolchain: RootfsToolchain,
+			Inputs: []Input{
+				{Name: "rootfs", Path: "rootfs", Include: []string{"build.sh", "packages.list", "packages.lock"}},
+				{Name: "debs", Downloads: debDownloads(debs, DebianMirror())},
+			},
+			Commands:   [][]string{{"sh", "/in/rootfs/build.sh", "base"}},
+			Outputs:    []string{"root", "packages.tsv"},
+			Privileged: true,
+		}
+	}), nil
 }

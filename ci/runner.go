@@ -61,6 +61,8 @@ func (r *Runner) inputDigest(ctx context.Context, in Input) (string, error) {
 	switch {
 	case in.Download != nil:
 		return in.Download.SHA256, nil
+	case len(in.Downloads) > 0:
+		return digest(downloadSetList(in.Downloads)), nil
 	case in.Step != nil:
 		// A step's output is determined by its key.
 		res := r.build(ctx, in.Step)
@@ -132,6 +134,12 @@ func (r *Runner) run(ctx context.Context, s *Step) result {
 			inputs[in.Name] = r.build(ctx, in.Step).out
 		case in.Download != nil:
 			p, err := r.download(ctx, *in.Download)
+			if err != nil {
+				return result{err: fmt.Errorf("step %s: input %s: %w", s.Name, in.Name, err)}
+			}
+			inputs[in.Name] = p
+		case len(in.Downloads) > 0:
+			p, err := r.downloadSet(ctx, in.Downloads)
 			if err != nil {
 				return result{err: fmt.Errorf("step %s: input %s: %w", s.Name, in.Name, err)}
 			}
@@ -264,6 +272,55 @@ func (r *Runner) download(ctx context.Context, d Download) (string, error) {
 		return "", fmt.Errorf("%s: sha256 is %s, the lock says %s", d.URL, got, d.SHA256)
 	}
 	return dst, os.Rename(f.Name(), dst)
+}
+
+func downloadSetList(ds []Download) string {
+	var b strings.Builder
+	for _, d := range ds {
+		fmt.Fprintf(&b, "%s %s\n", d.Name, d.SHA256)
+	}
+	return b.String()
+}
+
+// downloadSet fetches a set of pinned files (four at a time) and returns a
+// directory holding each under its name, as hard links into the download
+// cache.
+func (r *Runner) downloadSet(ctx context.Context, ds []Download) (string, error) {
+	dir := filepath.Join(r.Cache, "downloads", "sets", digest(downloadSetList(ds))[:32])
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	paths := make([]string, len(ds))
+	errs := make([]error, len(ds))
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i, d := range ds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			paths[i], errs[i] = r.download(ctx, d)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".set-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	for i, d := range ds {
+		if err := os.Link(paths[i], filepath.Join(tmp, d.Name)); err != nil {
+			return "", err
+		}
+	}
+	return dir, os.Rename(tmp, dir)
 }
 
 // TreeDigest hashes a file or a directory tree: names, modes, link targets

@@ -53,12 +53,16 @@ type Input struct {
 	Step *Step `json:"-"`
 	// Download is fetched once and checked against its sha256.
 	Download *Download `json:"download,omitempty"`
+	// Downloads are fetched likewise into one directory, each under its Name.
+	Downloads []Download `json:"downloads,omitempty"`
 }
 
 // Download is a pinned file from the network.
 type Download struct {
 	URL    string `json:"url"`
 	SHA256 string `json:"sha256"`
+	// Name is the file's name in a set of Downloads.
+	Name string `json:"name,omitempty"`
 }
 
 // Step is one unit of the pipeline, defined once and run by any engine. It
@@ -126,16 +130,21 @@ func (s *Step) Validate() error {
 	seen := map[string]bool{}
 	for _, in := range s.Inputs {
 		n := 0
-		for _, set := range []bool{in.Path != "", in.Step != nil, in.Download != nil} {
+		for _, set := range []bool{in.Path != "", in.Step != nil, in.Download != nil, len(in.Downloads) > 0} {
 			if set {
 				n++
 			}
 		}
 		if n != 1 || in.Name == "" || strings.Contains(in.Name, "/") || seen[in.Name] {
-			return fmt.Errorf("step %s: input %q must have a unique name and exactly one of path, step, download", s.Name, in.Name)
+			return fmt.Errorf("step %s: input %q must have a unique name and exactly one of path, step, download(s)", s.Name, in.Name)
 		}
 		if in.Download != nil && len(in.Download.SHA256) != 64 {
 			return fmt.Errorf("step %s: input %s: download needs a sha256", s.Name, in.Name)
+		}
+		for _, d := range in.Downloads {
+			if len(d.SHA256) != 64 || d.Name == "" || strings.Contains(d.Name, "/") {
+				return fmt.Errorf("step %s: input %s: download %s needs a sha256 and a file name", s.Name, in.Name, d.URL)
+			}
 		}
 		seen[in.Name] = true
 	}
@@ -166,6 +175,14 @@ func (s *Step) Definition() []byte {
 		d := inputDef{Input: in}
 		if in.Step != nil {
 			d.Step = in.Step.Name
+		}
+		// Where a pinned file comes from does not change what it is.
+		if in.Download != nil {
+			d.Download = &Download{SHA256: in.Download.SHA256}
+		}
+		d.Downloads = nil
+		for _, dl := range in.Downloads {
+			d.Downloads = append(d.Downloads, Download{SHA256: dl.SHA256, Name: dl.Name})
 		}
 		def.Inputs = append(def.Inputs, d)
 	}

@@ -96,3 +96,35 @@ func Test() error {
 	}
 	return Validate()
 }
+
+// Rootfs holds the root filesystem targets besides the build itself.
+type Rootfs mg.Namespace
+
+// Lock resolves rootfs/packages.list against the mirror into rootfs/packages.lock.
+func (Rootfs) Lock(ctx context.Context) error {
+	p, r, done, err := pipeline(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	out, err := r.Build(ctx, p.RootfsLock())
+	if err != nil {
+		return err
+	}
+	return ci.Export(out, map[string]string{"packages.lock": "rootfs/packages.lock"})
+}
+
+// RootFS builds the root filesystem (dist/rootfs.squashfs) from rootfs/packages.lock, the agent and overlay/.
+func RootFS(ctx context.Context) error {
+	p, r, done, err := pipeline(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	base, err := p.RootfsBase()
+	if err != nil {
+		return err
+	}
+	_, err = r.Build(ctx, base)
+	return err
+}

@@ -73,7 +73,9 @@ func fakeEngineFor(t *testing.T, base Base) (*Engine, *fakeEngine) {
 		Connect: func(ctx context.Context, log io.Writer) (*dagger.Client, error) {
 			return dagger.Connect(ctx, dagger.WithConn(&fakeConn{Client: srv.Client(), host: srv.Listener.Addr().String()}))
 		},
-		Tarball: func(ctx context.Context, tc ci.Toolchain) (string, error) { return "/cache/" + tc.Key() + ".oci.tar", nil },
+		Tarball: func(ctx context.Context, tc ci.Toolchain) (string, error) {
+			return "/cache/" + tc.Key() + ".oci.tar", nil
+		},
 	}
 	t.Cleanup(func() { e.Close() })
 	return e, fe

@@ -1,0 +1,157 @@
+#!/bin/sh
+# Builds the Debian arm64 root of the image, inside the rootfs toolchain
+# (the same commands under the host and the Dagger engine).
+#
+#   build.sh lock   resolve packages.list against the mirror ($MIRROR) and
+#                   write /out/packages.lock: every package of the root with
+#                   its version, pool path, size and sha256
+#   build.sh base   install exactly the locked packages (debs handed in at
+#                   /in/debs, no network) into /out/root
+#
+# Why not plain mmdebstrap: ~97% of an emulated arm64 build is dpkg and
+# maintainer scripts under qemu-user. The biggest single costs are replaced
+# by native equivalents (ca-certificates) or skipped (hwdb, sshd host keys,
+# which must not be baked into an image anyway); see docs/benchmarks.md.
+set -eu
+
+SUITE=trixie
+ARCH=arm64
+COMPONENTS="main non-free-firmware"
+here=$(dirname "$0")
+
+packages() {
+	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/packages.list" | tr -s ' \n' ','  | sed 's/,$//'
+}
+
+# apt on the build machine, configured for the target architecture and an
+# empty system, so that resolving is native and fast.
+apt_native() {
+	a=/work/apt
+	mkdir -p $a/etc/apt/apt.conf.d $a/etc/apt/preferences.d $a/etc/apt/sources.list.d $a/state/lists/partial $a/cache/archives/partial
+	: > $a/state/status
+	for s in $SUITE $SUITE-updates; do
+		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $s $COMPONENTS"
+	done > $a/etc/apt/sources.list
+	cat > $a/apt.conf <<-EOF
+	Dir::Etc "$a/etc/apt"; Dir::State "$a/state"; Dir::State::status "$a/state/status"; Dir::Cache "$a/cache";
+	APT::Architecture "$ARCH"; APT::Architectures { "$ARCH"; }; Acquire::Languages "none";
+	APT::Install-Recommends "false"; Debug::NoLocking "true";
+	EOF
+	APT_CONFIG=$a/apt.conf apt-get "$@"
+}
+
+lock() {
+	apt_native update -qq
+	# The Essential set plus the listed packages and their dependencies, as
+	# mmdebstrap --variant=essential --include installs them (apt's
+	# ?essential also matches apt itself, which is no part of this root).
+	want="?and(?essential,?architecture($ARCH),?not(?name(^apt$))) $(packages | tr , ' ')"
+	# shellcheck disable=SC2086
+	apt_native install -qq -s $want > /work/simulated
+	awk '$1 == "Inst" { gsub(/[()]/, "", $3); print $2, $3 }' /work/simulated | sort > /work/versions
+	# shellcheck disable=SC2086
+	apt_native install -qq --print-uris -o Acquire::ForceHash=SHA256 $want > /work/uris.raw
+	awk -v mirror="$MIRROR/" '{
+			url=$1; gsub("\047", "", url); sub(mirror, "", url)
+			gsub(/%2[bB]/, "+", url); gsub(/%3[aA]/, ":", url); gsub(/%7[eE]/, "~", url)
+			split($2, f, "_"); sub(/^SHA256:/, "", $4)
+			print f[1], url, $3, $4
+		}' /work/uris.raw | sort > /work/uris
+	join /work/versions /work/uris > /out/packages.lock
+	n=$(wc -l < /out/packages.lock)
+	[ "$n" -gt 0 ] && [ "$n" = "$(wc -l < /work/versions)" ] || { echo "lock: versions and downloads disagree" >&2; exit 1; }
+	echo "locked $n packages"
+}
+
+# Run the rest with arm64 binaries executable: through the host's qemu
+# binfmt entry if it has one, else through a private binfmt_misc in a user
+# namespace (Linux >= 6.7), registered from this toolchain's qemu-user.
+with_arm64() {
+	if arch-test -n $ARCH >/dev/null 2>&1 || [ -n "${K3OS_BINFMT:-}" ]; then
+		"$@"
+		return
+	fi
+	K3OS_BINFMT=1 unshare --user --map-users=0,0,65536 --map-groups=0,0,65536 --mount -- sh -euc '
+		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || {
+			echo "cannot run arm64 binaries: this kernel has no private binfmt_misc (Linux < 6.7) and" >&2
+			echo "no qemu binfmt entry is registered; on the build host run: apt-get install qemu-user-static" >&2
+			exit 1; }
+		cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
+		exec "$@"' sh "$@"
+}
+
+# Commands whose work is done natively afterwards, or never: during the
+# install they are diverted to /bin/true.
+DIVERTED="/usr/sbin/update-ca-certificates /usr/bin/systemd-hwdb /usr/bin/ssh-keygen"
+
+base() {
+	root=/work/root
+	# A repository of exactly the locked debs, as suite $SUITE (mmdebstrap
+	# finds the Essential set by suite).
+	repo=/work/repo
+	mkdir -p $root $repo/pool $repo/dists/$SUITE/main/binary-$ARCH
+	ln -s /in/debs/*.deb $repo/pool/
+	(cd $repo && apt-ftparchive packages pool > dists/$SUITE/main/binary-$ARCH/Packages)
+	apt-ftparchive -o APT::FTPArchive::Release::Suite=$SUITE -o APT::FTPArchive::Release::Codename=$SUITE \
+		-o APT::FTPArchive::Release::Architectures=$ARCH -o APT::FTPArchive::Release::Components=main \
+		release $repo/dists/$SUITE > /work/Release
+	mv /work/Release $repo/dists/$SUITE/Release
+	with_arm64 sh "$0" base-install $root
+	du -sh /out/root | awk '{print "root size: " $1}'
+}
+
+base_install() {
+	root=$1
+	# The root is built in RAM: dpkg's many fsyncs cost nothing there.
+	mount -t tmpfs -o mode=0755 tmpfs "$root"
+	divert="for f in $DIVERTED; do mkdir -p \"\$1\${f%/*}\"; chroot \"\$1\" dpkg-divert --quiet --local --rename --divert \$f.k3os-real --add \$f; ln -sf /bin/true \"\$1\$f\"; done"
+	undivert="for f in $DIVERTED; do rm -f \"\$1\$f\"; chroot \"\$1\" dpkg-divert --quiet --local --rename --remove \$f; done"
+	mmdebstrap --mode=root --variant=essential --arch=$ARCH \
+		--include="$(packages)" \
+		--aptopt='Acquire::Languages "none"' \
+		--dpkgopt='path-exclude=/usr/share/man/*' \
+		--dpkgopt='path-exclude=/usr/share/locale/*' \
+		--dpkgopt='path-exclude=/usr/share/doc/*' \
+		--dpkgopt='path-include=/usr/share/doc/*/copyright' \
+		--dpkgopt='path-exclude=/usr/share/info/*' \
+		--essential-hook="$divert" \
+		--customize-hook="$undivert" \
+		--customize-hook="sh $0 customize \"\$1\"" \
+		$SUITE "$root" "deb [trusted=yes] copy:///work/repo $SUITE main"
+	# Leave the tmpfs: copy out, keeping owners, modes, links and xattrs.
+	mkdir /out/root
+	cp -a "$root"/. /out/root/
+	umount "$root"
+}
+
+# customize ROOT: native finishing work in the new root.
+customize() {
+	r=$1
+	# The CA bundle and hash links, made by this toolchain's own (same
+	# version, architecture-independent) update-ca-certificates.
+	unshare --mount sh -euc '
+		r=$1
+		for d in /etc/ssl/certs /usr/share/ca-certificates; do mount --bind "$r$d" "$d"; done
+		mount --bind "$r/etc/ca-certificates.conf" /etc/ca-certificates.conf
+		mkdir -p "$r/usr/local/share/ca-certificates"
+		mount --bind "$r/usr/local/share/ca-certificates" /usr/local/share/ca-certificates
+		update-ca-certificates --fresh >/dev/null' sh "$r"
+	# No host keys: every node makes its own on first boot.
+	rm -f "$r"/etc/ssh/ssh_host_*
+	echo k3os > "$r/etc/hostname"
+	ln -sf ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
+	# Mount point of the state partition.
+	mkdir -p "$r/k3os"
+	# The image has no package manager state to keep.
+	rm -rf "$r/var/lib/apt/lists" "$r/var/cache/apt" "$r/var/log/"*.log "$r/var/log/apt"
+	# What was installed, for the SBOM.
+	chroot "$r" dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n' | sort > /out/packages.tsv
+}
+
+case "${1:-}" in
+lock) lock ;;
+base) base ;;
+base-install) base_install "$2" ;;
+customize) customize "$2" ;;
+*) echo "usage: $0 lock|base" >&2; exit 2 ;;
+esac
