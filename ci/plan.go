@@ -127,7 +127,10 @@ func (p *Plan) RootfsLock() *Step {
 		return &Step{
 			Name:      "rootfs-lock",
 			Toolchain: RootfsToolchain,
-			Inputs:    []Input{{Name: "rootfs", Path: "rootfs", Include: []string{"build.sh", "packages.list"}}},
+			Inputs: []Input{
+				{Name: "rootfs", Path: "rootfs", Include: []string{"build.sh", "packages.list"}},
+				{Name: "scripts", Path: "ci/scripts"},
+			},
 			Env:       map[string]string{"MIRROR": DebianMirror(), "K3OS_LOCK_TIME": nowStamp()},
 			Commands:  [][]string{{"sh", "/in/rootfs/build.sh", "lock"}},
 			Outputs:   []string{"packages.lock"},
@@ -156,4 +159,31 @@ func (p *Plan) RootfsBase() (*Step, error) {
 			Privileged: true,
 		}
 	}), nil
+}
+
+// ImageToolchain assembles the boot files and the SD-card image.
+var ImageToolchain = Toolchain{
+	Suites: []string{"trixie", "trixie-updates"},
+	Arch:   "amd64",
+	Packages: []string{"dosfstools", "mtools", "e2fsprogs", "fdisk", "squashfs-tools", "kmod", "cpio",
+		"zstd", "xz-utils", "device-tree-compiler"},
+}
+
+// KernelLock pins the Debian packages of the kernel and the boot firmware
+// (go tool mage kernel:lock): the prebuilt kernel, the kernel source and
+// the Raspberry Pi firmware.
+func (p *Plan) KernelLock() *Step {
+	return p.once("kernel-lock", func() *Step {
+		return &Step{
+			Name:      "kernel-lock",
+			Toolchain: ImageToolchain,
+			Inputs:    []Input{{Name: "scripts", Path: "ci/scripts"}},
+			Env: map[string]string{"MIRROR": DebianMirror(), "K3OS_LOCK_TIME": nowStamp(),
+				"ARCH": "arm64", "SUITES": "trixie trixie-updates", "COMPONENTS": "main non-free-firmware"},
+			Commands: [][]string{{"sh", "-euc", `sh /in/scripts/deblock.sh --only 'linux-image-[0-9].*|raspi-firmware|linux-source-6\.12' \
+	linux-image-arm64 raspi-firmware linux-source-6.12 > /out/kernel.lock`}},
+			Outputs: []string{"kernel.lock"},
+			Network: true,
+		}
+	})
 }

@@ -128,3 +128,20 @@ func RootFS(ctx context.Context) error {
 	_, err = r.Build(ctx, base)
 	return err
 }
+
+// Kernel holds the kernel targets besides the build itself.
+type Kernel mg.Namespace
+
+// Lock pins the kernel, kernel source and Pi firmware packages into kernel/kernel.lock.
+func (Kernel) Lock(ctx context.Context) error {
+	p, r, done, err := pipeline(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	out, err := r.Build(ctx, p.KernelLock())
+	if err != nil {
+		return err
+	}
+	return ci.Export(out, map[string]string{"kernel.lock": "kernel/kernel.lock"})
+}

@@ -23,44 +23,14 @@ packages() {
 	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/packages.list" | tr -s ' \n' ','  | sed 's/,$//'
 }
 
-# apt on the build machine, configured for the target architecture and an
-# empty system, so that resolving is native and fast.
-apt_native() {
-	a=/work/apt
-	mkdir -p $a/etc/apt/apt.conf.d $a/etc/apt/preferences.d $a/etc/apt/sources.list.d $a/state/lists/partial $a/cache/archives/partial
-	: > $a/state/status
-	for s in $SUITE $SUITE-updates; do
-		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $s $COMPONENTS"
-	done > $a/etc/apt/sources.list
-	cat > $a/apt.conf <<-EOF
-	Dir::Etc "$a/etc/apt"; Dir::State "$a/state"; Dir::State::status "$a/state/status"; Dir::Cache "$a/cache";
-	APT::Architecture "$ARCH"; APT::Architectures { "$ARCH"; }; Acquire::Languages "none";
-	APT::Install-Recommends "false"; Debug::NoLocking "true";
-	EOF
-	APT_CONFIG=$a/apt.conf apt-get "$@"
-}
-
 lock() {
-	apt_native update -qq
 	# The Essential set plus the listed packages and their dependencies, as
 	# mmdebstrap --variant=essential --include installs them (apt's
 	# ?essential also matches apt itself, which is no part of this root).
-	want="?and(?essential,?architecture($ARCH),?not(?name(^apt$))) $(packages | tr , ' ')"
-	# shellcheck disable=SC2086
-	apt_native install -qq -s $want > /work/simulated
-	awk '$1 == "Inst" { gsub(/[()]/, "", $3); print $2, $3 }' /work/simulated | sort > /work/versions
-	# shellcheck disable=SC2086
-	apt_native install -qq --print-uris -o Acquire::ForceHash=SHA256 $want > /work/uris.raw
-	awk -v mirror="$MIRROR/" '{
-			url=$1; gsub("\047", "", url); sub(mirror, "", url)
-			gsub(/%2[bB]/, "+", url); gsub(/%3[aA]/, ":", url); gsub(/%7[eE]/, "~", url)
-			split($2, f, "_"); sub(/^SHA256:/, "", $4)
-			print f[1], url, $3, $4
-		}' /work/uris.raw | sort > /work/uris
-	join /work/versions /work/uris > /out/packages.lock
-	n=$(wc -l < /out/packages.lock)
-	[ "$n" -gt 0 ] && [ "$n" = "$(wc -l < /work/versions)" ] || { echo "lock: versions and downloads disagree" >&2; exit 1; }
-	echo "locked $n packages"
+	# shellcheck disable=SC2046
+	SUITES="$SUITE $SUITE-updates" COMPONENTS=$COMPONENTS ARCH=$ARCH sh /in/scripts/deblock.sh \
+		"?and(?essential,?architecture($ARCH),?not(?name(^apt\$)))" $(packages | tr , ' ') > /out/packages.lock
+	echo "locked $(wc -l < /out/packages.lock) packages"
 }
 
 # Run the rest with arm64 binaries executable: through the host's qemu
