@@ -27,6 +27,8 @@ const goPath = "/usr/lib/go-1.26/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 type Plan struct {
 	// Version of the image and of the agent.
 	Version string
+	// K3S is the k3s option: "" (the locked release), file:PATH or none.
+	K3S string
 
 	project string
 	steps   map[string]*Step
@@ -56,12 +58,12 @@ func NewPlan(project string) *Plan {
 	if v == "" {
 		v = "dev"
 	}
-	return &Plan{Version: v, project: project}
+	return &Plan{Version: v, K3S: os.Getenv("K3S"), project: project}
 }
 
 // deviceSources are the parts of the source tree the on-device agent is
 // built from; the module download and the build see only these.
-var deviceSources = []string{"go.mod", "go.sum", "cmd", "nodeconfig"}
+var deviceSources = []string{"go.mod", "go.sum", "cmd", "agent", "nodeconfig"}
 
 // GoModules fetches the Go modules the device programs need, verified
 // against go.sum, so that the build steps run without network.
@@ -131,10 +133,10 @@ func (p *Plan) RootfsLock() *Step {
 				{Name: "rootfs", Path: "rootfs", Include: []string{"build.sh", "packages.list"}},
 				{Name: "scripts", Path: "ci/scripts"},
 			},
-			Env:       map[string]string{"MIRROR": DebianMirror(), "K3OS_LOCK_TIME": nowStamp()},
-			Commands:  [][]string{{"sh", "/in/rootfs/build.sh", "lock"}},
-			Outputs:   []string{"packages.lock"},
-			Network:   true,
+			Env:      map[string]string{"MIRROR": DebianMirror(), "K3OS_LOCK_TIME": nowStamp()},
+			Commands: [][]string{{"sh", "/in/rootfs/build.sh", "lock"}},
+			Outputs:  []string{"packages.lock"},
+			Network:  true,
 		}
 	})
 }
@@ -186,4 +188,39 @@ func (p *Plan) KernelLock() *Step {
 			Network: true,
 		}
 	})
+}
+
+// K3sNone is the K3S value for images without k3s.
+const K3sNone = "none"
+
+// Rootfs is the image's root: the base root plus the agent, overlay/ and
+// k3s, packed read-only. Changing the agent or overlay/ redoes only this.
+func (p *Plan) Rootfs() (*Step, error) {
+	base, err := p.RootfsBase()
+	if err != nil {
+		return nil, err
+	}
+	k3s, desc, err := p.k3sInput()
+	if err != nil {
+		return nil, err
+	}
+	return p.once("rootfs", func() *Step {
+		inputs := []Input{
+			{Name: "rootfs", Path: "rootfs", Include: []string{"build.sh"}},
+			{Name: "base", Step: base},
+			{Name: "agent", Step: p.Agent()},
+			{Name: "overlay", Path: "overlay"},
+		}
+		if k3s != nil {
+			inputs = append(inputs, *k3s)
+		}
+		return &Step{
+			Name:      "rootfs",
+			Toolchain: RootfsToolchain,
+			Inputs:    inputs,
+			Env:       map[string]string{"VERSION": p.Version, "K3S_DESC": desc},
+			Commands:  [][]string{{"sh", "/in/rootfs/build.sh", "layer"}},
+			Outputs:   []string{"rootfs.squashfs", "k3os-release"},
+		}
+	}), nil
 }

@@ -134,7 +134,9 @@ func (r *Runner) run(ctx context.Context, s *Step) result {
 			inputs[in.Name] = r.build(ctx, in.Step).out
 		case in.Download != nil:
 			p, err := r.download(ctx, *in.Download)
-			if err != nil {
+			if err != nil && in.Hint != "" {
+				return result{err: fmt.Errorf("step %s: input %s: %w; %s", s.Name, in.Name, err, in.Hint)}
+			} else if err != nil {
 				return result{err: fmt.Errorf("step %s: input %s: %w", s.Name, in.Name, err)}
 			}
 			inputs[in.Name] = p

@@ -55,6 +55,8 @@ type Input struct {
 	Download *Download `json:"download,omitempty"`
 	// Downloads are fetched likewise into one directory, each under its Name.
 	Downloads []Download `json:"downloads,omitempty"`
+	// Hint is added to an error fetching the input: what else to do.
+	Hint string `json:"-"`
 }
 
 // Download is a pinned file from the network.

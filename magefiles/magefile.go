@@ -114,19 +114,22 @@ func (Rootfs) Lock(ctx context.Context) error {
 	return ci.Export(out, map[string]string{"packages.lock": "rootfs/packages.lock"})
 }
 
-// RootFS builds the root filesystem (dist/rootfs.squashfs) from rootfs/packages.lock, the agent and overlay/.
+// RootFS builds the root filesystem (dist/rootfs.squashfs) from rootfs/packages.lock, the agent, overlay/ and k3s ($K3S).
 func RootFS(ctx context.Context) error {
 	p, r, done, err := pipeline(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	base, err := p.RootfsBase()
+	s, err := p.Rootfs()
 	if err != nil {
 		return err
 	}
-	_, err = r.Build(ctx, base)
-	return err
+	out, err := r.Build(ctx, s)
+	if err != nil {
+		return err
+	}
+	return ci.Export(out, map[string]string{"rootfs.squashfs": "dist/rootfs.squashfs"})
 }
 
 // Kernel holds the kernel targets besides the build itself.

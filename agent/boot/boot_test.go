@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -48,5 +49,34 @@ func TestWiredInterface(t *testing.T) {
 	}
 	if name, mac := wiredInterface(t.TempDir()); name != "" || mac != "" {
 		t.Errorf("no interfaces: got %s %s", name, mac)
+	}
+}
+
+func TestPlanGrow(t *testing.T) {
+	sys := t.TempDir()
+	devs := filepath.Join(sys, "devices", "mmcblk0")
+	write := func(p, v string) { os.MkdirAll(filepath.Dir(p), 0o755); os.WriteFile(p, []byte(v+"\n"), 0o644) }
+	write(filepath.Join(devs, "size"), "62333952") // a 32 GB card
+	write(filepath.Join(devs, "mmcblk0p1", "partition"), "1")
+	write(filepath.Join(devs, "mmcblk0p1", "start"), "8192")
+	write(filepath.Join(devs, "mmcblk0p1", "size"), "524288")
+	write(filepath.Join(devs, "mmcblk0p2", "partition"), "2")
+	write(filepath.Join(devs, "mmcblk0p2", "start"), "532480")
+	write(filepath.Join(devs, "mmcblk0p2", "size"), "1048576")
+	block := filepath.Join(sys, "class", "block")
+	os.MkdirAll(block, 0o755)
+	for _, p := range []string{"mmcblk0p1", "mmcblk0p2"} {
+		os.Symlink(filepath.Join(devs, p), filepath.Join(block, p))
+	}
+	p, err := PlanGrow(block, "/dev/mmcblk0p2")
+	if err != nil || !p.Grow || p.Disk != "/dev/mmcblk0" || p.Number != 2 || p.FreeMiB != (62333952-532480-1048576)/2048 {
+		t.Errorf("PlanGrow(p2) = %+v, %v", p, err)
+	}
+	if p, err := PlanGrow(block, "/dev/mmcblk0p1"); err != nil || p.Grow {
+		t.Errorf("PlanGrow(p1, not last) = %+v, %v; want no growth", p, err)
+	}
+	write(filepath.Join(devs, "mmcblk0p2", "size"), strconv.Itoa(62333952-532480))
+	if p, err := PlanGrow(block, "/dev/mmcblk0p2"); err != nil || p.Grow {
+		t.Errorf("PlanGrow(full) = %+v, %v; want no growth", p, err)
 	}
 }

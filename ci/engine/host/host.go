@@ -202,7 +202,10 @@ func (e *Engine) Run(ctx context.Context, s *ci.Step, inputs map[string]string, 
 	if !s.Network {
 		args = append(args, "--unshare-net")
 	} else {
-		args = append(args, "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf")
+		// The network as the host sees it: its resolver and its CAs (a
+		// proxy in the way may sign with a CA only the host trusts).
+		args = append(args, "--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf",
+			"--ro-bind", "/etc/ssl/certs", "/etc/ssl/certs")
 	}
 	if s.Privileged {
 		// Full capabilities for mount and mknod (mmdebstrap --mode=root).
