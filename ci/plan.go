@@ -1,7 +1,9 @@
 package ci
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -29,6 +31,8 @@ type Plan struct {
 	Version string
 	// K3S is the k3s option: "" (the locked release), file:PATH or none.
 	K3S string
+	// KernelFlavour is the KERNEL option.
+	KernelFlavour string
 
 	project string
 	steps   map[string]*Step
@@ -58,7 +62,11 @@ func NewPlan(project string) *Plan {
 	if v == "" {
 		v = "dev"
 	}
-	return &Plan{Version: v, K3S: os.Getenv("K3S"), project: project}
+	kernel := os.Getenv("KERNEL")
+	if kernel == "" {
+		kernel = KernelDebian
+	}
+	return &Plan{Version: v, K3S: os.Getenv("K3S"), KernelFlavour: kernel, project: project}
 }
 
 // deviceSources are the parts of the source tree the on-device agent is
@@ -221,6 +229,115 @@ func (p *Plan) Rootfs() (*Step, error) {
 			Env:       map[string]string{"VERSION": p.Version, "K3S_DESC": desc},
 			Commands:  [][]string{{"sh", "/in/rootfs/build.sh", "layer"}},
 			Outputs:   []string{"rootfs.squashfs", "k3os-release"},
+		}
+	}), nil
+}
+
+// lockedDebs returns the named packages of a lock as pinned downloads.
+func (p *Plan) lockedDebs(lock string, names ...string) ([]Download, error) {
+	debs, err := ReadDebLock(filepath.Join(p.project, lock))
+	if err != nil {
+		return nil, err
+	}
+	var out []LockedDeb
+	for _, d := range debs {
+		for _, n := range names {
+			if matched, _ := filepath.Match(n, d.Package); matched {
+				out = append(out, d)
+			}
+		}
+	}
+	if len(out) != len(names) {
+		return nil, fmt.Errorf("%s: want packages %v, found %d of them (go tool mage kernel:lock)", lock, names, len(out))
+	}
+	return debDownloads(out, DebianMirror()), nil
+}
+
+// Kernel flavours (KERNEL=...).
+const (
+	KernelDebian = "debian" // Debian's prebuilt linux-image-arm64
+)
+
+// Kernel returns the kernel step of the plan's flavour.
+func (p *Plan) Kernel() (*Step, error) {
+	switch p.KernelFlavour {
+	case KernelDebian:
+		debs, err := p.lockedDebs("kernel/kernel.lock", "linux-image-[0-9]*")
+		if err != nil {
+			return nil, err
+		}
+		return p.once("kernel-debian", func() *Step {
+			return &Step{
+				Name:      "kernel-debian",
+				Toolchain: ImageToolchain,
+				Inputs: []Input{
+					{Name: "kernel", Path: "kernel", Include: []string{"build.sh"}},
+					{Name: "debs", Downloads: debs},
+				},
+				Commands: [][]string{{"sh", "/in/kernel/build.sh", "debian"}},
+				Outputs:  []string{"Image", "config", "System.map", "kernel.release", "flavour", "dtbs", "modroot"},
+			}
+		}), nil
+	}
+	return nil, fmt.Errorf("KERNEL=%s: use debian", p.KernelFlavour)
+}
+
+// Boot makes the boot partition (firmware, kernel, initramfs with the
+// agent, config.txt, cmdline.txt) and the kernel modules' squashfs.
+func (p *Plan) Boot() (*Step, error) {
+	kernel, err := p.Kernel()
+	if err != nil {
+		return nil, err
+	}
+	fw, err := p.lockedDebs("kernel/kernel.lock", "raspi-firmware")
+	if err != nil {
+		return nil, err
+	}
+	return p.once("boot", func() *Step {
+		return &Step{
+			Name:      "boot",
+			Toolchain: ImageToolchain,
+			Inputs: []Input{
+				{Name: "scripts", Path: "ci/scripts", Include: []string{"image.sh"}},
+				{Name: "kernel", Step: kernel},
+				{Name: "agent", Step: p.Agent()},
+				{Name: "firmware", Downloads: fw},
+			},
+			Commands:   [][]string{{"sh", "/in/scripts/image.sh", "boot"}},
+			Outputs:    []string{"boot.vfat", "modules.squashfs", "boot"},
+			Privileged: true, // mknod /dev/console in the initramfs
+		}
+	}), nil
+}
+
+// ImageName is the SD-card image's file name.
+func (p *Plan) ImageName() string { return "k3os-rpi4-arm64-" + p.Version + ".img" }
+
+// Image assembles the SD-card image from the boot partition, the root and
+// the cluster's resolved node configs (configDir). A config-only change
+// redoes only this step.
+func (p *Plan) Image(configDir string) (*Step, error) {
+	boot, err := p.Boot()
+	if err != nil {
+		return nil, err
+	}
+	rootfs, err := p.Rootfs()
+	if err != nil {
+		return nil, err
+	}
+	return p.once("image", func() *Step {
+		return &Step{
+			Name:      "image",
+			Toolchain: ImageToolchain,
+			Inputs: []Input{
+				{Name: "scripts", Path: "ci/scripts", Include: []string{"image.sh"}},
+				{Name: "boot", Step: boot},
+				{Name: "rootfs", Step: rootfs},
+				{Name: "config", Path: configDir},
+			},
+			Env:      map[string]string{"VERSION": p.Version, "IMAGE": p.ImageName()},
+			Commands: [][]string{{"sh", "/in/scripts/image.sh", "disk"}},
+			Outputs:  []string{p.ImageName()},
 		}
 	}), nil
 }

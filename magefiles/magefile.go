@@ -15,6 +15,7 @@ import (
 
 	"github.com/k3os-rpi/k3os-rpi4/ci"
 	"github.com/k3os-rpi/k3os-rpi4/ci/engine"
+	"github.com/k3os-rpi/k3os-rpi4/diskimage"
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
 
@@ -147,4 +148,24 @@ func (Kernel) Lock(ctx context.Context) error {
 		return err
 	}
 	return ci.Export(out, map[string]string{"kernel.lock": "kernel/kernel.lock"})
+}
+
+// Image builds the SD-card image for config/ (or $CONFIG_DIR) into dist/, with .zst, manifest, SBOM and sha256sums.
+func Image(ctx context.Context) error {
+	p, r, done, err := pipeline(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return ci.BuildImage(ctx, p, r, configDir(), "dist", os.Stdout)
+}
+
+// Inspect prints the partition table, boot files, node configs and versions of an image.
+func Inspect(image string) error {
+	info, err := diskimage.Inspect(image)
+	if err != nil {
+		return err
+	}
+	info.Render(os.Stdout)
+	return nil
 }

@@ -114,8 +114,13 @@ customize() {
 	mkdir -p "$r/k3os"
 	# The image has no package manager state to keep.
 	rm -rf "$r/var/lib/apt/lists" "$r/var/cache/apt" "$r/var/log/"*.log "$r/var/log/apt"
-	# What was installed, for the SBOM.
-	chroot "$r" dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n' | sort > /out/packages.tsv
+	# What was installed, for the SBOM, with the licenses named in each
+	# package's machine-readable copyright file (where it has one).
+	chroot "$r" dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n' | sort |
+		while IFS="$(printf '\t')" read -r pkg ver arch src srcver; do
+			lic=$(sed -n 's/^License: *\([^ ].*\)$/\1/p' "$r/usr/share/doc/$pkg/copyright" 2>/dev/null | sort -u | paste -sd'|' -)
+			printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$pkg" "$ver" "$arch" "$src" "$srcver" "${lic:-NOASSERTION}"
+		done > /out/packages.tsv
 }
 
 # layer: the image's root, cheap to redo: the base root plus the agent,

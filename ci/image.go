@@ -1,0 +1,166 @@
+package ci
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
+)
+
+// ResolveConfigs validates the cluster directory, resolves its secret
+// references and writes each node's merged config in canonical form
+// (<mac>.yaml, default.yaml) into out, which it empties first.
+func ResolveConfigs(dir, out string, w io.Writer) (*nodeconfig.Cluster, error) {
+	c, err := ValidateConfig(dir, w)
+	if err != nil {
+		return nil, err
+	}
+	var r nodeconfig.Report
+	for _, n := range c.Nodes {
+		r = append(r, nodeconfig.Secrets{Dir: dir}.Resolve(n.Doc)...)
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	if err := os.RemoveAll(out); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		return nil, err
+	}
+	for _, n := range c.Nodes {
+		b, err := nodeconfig.Marshal(&n.Doc.Config)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(out, n.Name()+".yaml"), b, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Manifest describes an image: what it holds and for which nodes.
+type Manifest struct {
+	Image   string            `json:"image"`
+	Version string            `json:"version"`
+	Kernel  ManifestKernel    `json:"kernel"`
+	K3s     string            `json:"k3s"`
+	Nodes   []ManifestNode    `json:"nodes"`
+	SHA256  map[string]string `json:"sha256"`
+}
+
+// ManifestKernel names the kernel an image carries.
+type ManifestKernel struct {
+	Flavour string `json:"flavour"`
+	Release string `json:"release"`
+}
+
+// ManifestNode is one node config on the image.
+type ManifestNode struct {
+	MAC      string `json:"mac"` // "default" for default.yaml
+	Hostname string `json:"hostname,omitempty"`
+	Role     string `json:"role"`
+}
+
+// Release reads KEY=VALUE lines (the image's /etc/k3os-release).
+func Release(file string) map[string]string {
+	m := map[string]string{}
+	f, err := os.Open(file)
+	if err != nil {
+		return m
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// Publish puts an image's outputs into dist: the image, its .zst, the
+// manifest, the SBOM and sha256sums; every file lands whole or not at all.
+func Publish(ctx context.Context, dist, image string, m Manifest, sbom []byte) error {
+	name := filepath.Base(image)
+	dst := filepath.Join(dist, name)
+	if err := os.MkdirAll(dist, 0o755); err != nil {
+		return err
+	}
+	// A hard link into the step cache is instant; across filesystems, copy.
+	tmp := dst + ".tmp-link"
+	os.Remove(tmp)
+	if err := os.Link(image, tmp); err == nil {
+		if err := os.Rename(tmp, dst); err != nil {
+			return err
+		}
+	} else if err := CopyFileAtomic(image, dst); err != nil {
+		return err
+	}
+	m.SHA256 = map[string]string{}
+	sum, err := FileSHA256(dst)
+	if err != nil {
+		return err
+	}
+	m.SHA256[name] = sum
+	if err := compress(ctx, dst, dst+".zst"); err != nil {
+		return err
+	}
+	if m.SHA256[name+".zst"], err = FileSHA256(dst + ".zst"); err != nil {
+		return err
+	}
+	base := strings.TrimSuffix(name, ".img")
+	mj, _ := json.MarshalIndent(m, "", "  ")
+	files := map[string][]byte{base + ".manifest.json": append(mj, '\n'), base + ".spdx.json": sbom}
+	for f, b := range files {
+		if err := WriteFileAtomic(filepath.Join(dist, f), b, 0o644); err != nil {
+			return err
+		}
+		h := sha256.Sum256(b)
+		m.SHA256[f] = hex.EncodeToString(h[:])
+	}
+	names := make([]string, 0, len(m.SHA256))
+	for f := range m.SHA256 {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	var sums strings.Builder
+	for _, f := range names {
+		fmt.Fprintf(&sums, "%s  %s\n", m.SHA256[f], f)
+	}
+	return WriteFileAtomic(filepath.Join(dist, "sha256sums"), []byte(sums.String()), 0o644)
+}
+
+func compress(ctx context.Context, src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		zw, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedDefault))
+		if err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		_, err = io.Copy(zw, in)
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
+		pw.CloseWithError(err)
+	}()
+	return WriteAtomic(dst, 0o644, pr)
+}
