@@ -61,7 +61,6 @@ func Clean() error {
 	return nil
 }
 
-
 func configDir() string {
 	if d := os.Getenv("CONFIG_DIR"); d != "" {
 		return d
