@@ -341,3 +341,11 @@ func (p *Plan) Image(configDir string) (*Step, error) {
 		}
 	}), nil
 }
+
+// VMToolchain runs the boot test's virtual machines (trixie's QEMU has the
+// raspi4b machine; bookworm's has not).
+var VMToolchain = Toolchain{
+	Suites:   []string{"trixie", "trixie-updates"},
+	Arch:     "amd64",
+	Packages: []string{"qemu-system-arm", "qemu-utils", "device-tree-compiler"},
+}

@@ -14,7 +14,9 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/k3os-rpi/k3os-rpi4/ci"
+	"github.com/k3os-rpi/k3os-rpi4/ci/boottest"
 	"github.com/k3os-rpi/k3os-rpi4/ci/engine"
+	"github.com/k3os-rpi/k3os-rpi4/ci/engine/host"
 	"github.com/k3os-rpi/k3os-rpi4/diskimage"
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
@@ -83,8 +85,8 @@ func Schema() error {
 	return ci.WriteFileAtomic(filepath.Join("dist", "k3os-config.schema.json"), b, 0o644)
 }
 
-// Test is the whole proof CI runs: vet, unit tests, a bounded fuzz run and config validation.
-func Test() error {
+// Test is the whole proof CI runs: vet, unit tests, a bounded fuzz run, config validation, then an image (K3S=none unless set) booted in QEMU.
+func Test(ctx context.Context) error {
 	for _, args := range [][]string{
 		{"vet", "./..."},
 		{"test", "-count=1", "./..."},
@@ -94,7 +96,23 @@ func Test() error {
 			return err
 		}
 	}
-	return Validate()
+	if err := Validate(); err != nil {
+		return err
+	}
+	return Boottest(ctx)
+}
+
+// Boottest builds an image for a test cluster (K3S=none unless set) and boots it in QEMU: virt by MAC, a second boot, default.yaml, raspi4b.
+func Boottest(ctx context.Context) error {
+	if os.Getenv("K3S") == "" {
+		os.Setenv("K3S", ci.K3sNone)
+	}
+	p, r, done, err := pipeline(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return boottest.Run(ctx, p, r, host.New(r.Cache, r.Log), "dist", os.Stdout)
 }
 
 // Rootfs holds the root filesystem targets besides the build itself.

@@ -130,6 +130,15 @@ layer() {
 	cp -a /in/base/root $r
 	install -m 0755 /in/agent/k3os-agent $r/usr/local/bin/k3os-agent
 	(cd /in/overlay && tar --exclude=./README.md --owner=0 --group=0 --numeric-owner -cf - .) | tar -C $r -xpf -
+	# Mount points of the initramfs: kernel modules, the state partition.
+	mkdir -p $r/usr/lib/modules $r/k3os/state
+	# /etc and /var are up to date with /usr: without these stamps the
+	# first boot runs ldconfig, hwdb and catalog updates (ConditionNeedsUpdate),
+	# 40 s and more on a Pi.
+	for d in etc var; do
+		echo "TIMESTAMP_NSEC=${SOURCE_DATE_EPOCH}000000000" > $r/$d/.updated
+		touch -d "@$SOURCE_DATE_EPOCH" $r/$d/.updated
+	done
 	k3s="none"
 	if [ -e /in/k3s ]; then
 		install -m 0755 /in/k3s $r/usr/local/bin/k3s

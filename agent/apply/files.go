@@ -70,6 +70,11 @@ func writeAll(f *os.File, data []byte) error {
 
 // removeFile removes p (a path on the node) if it is there.
 func (c *Context) removeFile(p string) error {
+	// Absent is done, also on a read-only filesystem (where unlink says
+	// EROFS before it says ENOENT).
+	if _, err := os.Lstat(c.path(p)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	err := os.Remove(c.path(p))
 	if err == nil {
 		c.log().Infof("removed %s", p)

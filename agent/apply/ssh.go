@@ -25,7 +25,10 @@ const (
 	sshdDropIn = "/etc/ssh/sshd_config.d/10-k3os.conf"
 )
 
-var hostKeyTypes = []string{"ed25519", "ecdsa", "rsa"}
+// hostKeyTypes leaves out RSA: a 3072-bit key takes seconds to make on a
+// Pi's first boot, and every OpenSSH client of the last ten years speaks
+// ed25519.
+var hostKeyTypes = []string{"ed25519", "ecdsa"}
 
 // sshStep writes rancher's authorized_keys, the sshd settings, and the
 // host keys that are missing.

@@ -69,7 +69,7 @@ func TestSSHDropIn(t *testing.T) {
 			n.step(t, sshStep)
 			got := n.read(t, sshdDropIn)
 			for _, line := range []string{tt.want, "PermitRootLogin no\n", "KbdInteractiveAuthentication no\n", "AllowTcpForwarding no\n",
-				"HostKey /var/lib/k3os/ssh/ssh_host_ed25519_key\n", "HostKey /var/lib/k3os/ssh/ssh_host_rsa_key\n"} {
+				"HostKey /var/lib/k3os/ssh/ssh_host_ed25519_key\n", "HostKey /var/lib/k3os/ssh/ssh_host_ecdsa_key\n"} {
 				if !strings.Contains(got, line) {
 					t.Errorf("%s = %q, want a line %q", sshdDropIn, got, line)
 				}
@@ -85,7 +85,6 @@ func TestSSHHostKeys(t *testing.T) {
 	n.step(t, sshStep)
 	want := []string{
 		`ssh-keygen -q -N "" -t ed25519 -f /var/lib/k3os/ssh/ssh_host_ed25519_key`,
-		`ssh-keygen -q -N "" -t rsa -f /var/lib/k3os/ssh/ssh_host_rsa_key`,
 	}
 	if diff := cmp.Diff(want, n.run.lines(n.Root)); diff != "" {
 		t.Errorf("commands of two runs (-want +got):\n%s", diff)

@@ -115,10 +115,10 @@ func (in *Init) Run() error {
 		return fmt.Errorf("no active system version on the state partition: %w", err)
 	}
 	rec.Version = filepath.Base(version)
-	if err := in.mountRoot(rec.Version); err != nil {
+	if err := writeRun(rec, rec.ConfigFile); err != nil {
 		return err
 	}
-	if err := writeRun(rec, rec.ConfigFile); err != nil {
+	if err := in.mountRoot(rec.Version); err != nil {
 		return err
 	}
 	if cfg != nil {

@@ -243,3 +243,23 @@ func (e *Engine) Run(ctx context.Context, s *ci.Step, inputs map[string]string, 
 	}
 	return nil
 }
+
+// Command returns a command that runs argv in a toolchain's root on the
+// host, for tools that are not build steps (QEMU in the boot test): the
+// network is the host's, and binds maps host paths to paths below /tmp.
+func (e *Engine) Command(ctx context.Context, t ci.Toolchain, binds map[string]string, argv ...string) (*exec.Cmd, error) {
+	if err := EnsurePrerequisites(ctx, nil, e.Log); err != nil {
+		return nil, err
+	}
+	root, err := e.ToolsRoot(ctx, t, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--ro-bind", root, "/", "--proc", "/proc", "--dev-bind", "/dev", "/dev",
+		"--tmpfs", "/tmp", "--tmpfs", "/run", "--die-with-parent",
+		"--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"}
+	for host, guest := range binds {
+		args = append(args, "--bind", host, guest)
+	}
+	return exec.CommandContext(ctx, "bwrap", append(append(args, "--"), argv...)...), nil
+}

@@ -1,0 +1,288 @@
+package vmtest
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/k3os-rpi/k3os-rpi4/diskimage"
+)
+
+// NodeByMAC boots the node whose MAC has a config file, checks everything
+// that config asked for, powers it off and boots the same disk again.
+func (s *Suite) NodeByMAC(ctx context.Context) error {
+	m, err := s.machine("node-by-mac", NodeMAC, StaticIP)
+	if err != nil {
+		return err
+	}
+	if err := s.boot(ctx, m, true); err != nil {
+		return err
+	}
+	if !strings.Contains(m.Console(), "config "+NodeMAC+".yaml") {
+		return fmt.Errorf("the initramfs did not pick %s.yaml; console tail:\n%s", NodeMAC, m.Tail(30))
+	}
+	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	if err != nil {
+		return fmt.Errorf("%w; console tail:\n%s", err, m.Tail(30))
+	}
+	defer sess.Close()
+	m.Mark("sshd")
+	if err := s.checkNode(ctx, m, sess); err != nil {
+		return err
+	}
+	if err := s.checkContainer(sess); err != nil {
+		return err
+	}
+	if err := s.checkK3s(ctx, m, sess); err != nil {
+		return err
+	}
+	s.record(m, "first boot")
+	// State that must survive a reboot.
+	if _, err := sess.Run("sudo sh -c 'echo kept > /var/lib/k3os-test-marker'"); err != nil {
+		return err
+	}
+	hostKey := sess.HostKey
+	keys, err := sess.Run("cat ~/.ssh/authorized_keys")
+	if err != nil {
+		return err
+	}
+	sess.Run("sudo systemctl poweroff")
+	sess.Close()
+	if err := m.Wait(90 * time.Second); err != nil {
+		return fmt.Errorf("poweroff: %w", err)
+	}
+
+	s.logf("second boot of the same disk")
+	if err := s.boot(ctx, m, false); err != nil {
+		return err
+	}
+	sess2, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	if err != nil {
+		return fmt.Errorf("second boot: %w", err)
+	}
+	defer sess2.Close()
+	m.Mark("sshd")
+	if sess2.HostKey != hostKey {
+		return fmt.Errorf("second boot: the SSH host key changed (%s, was %s): host keys must persist", sess2.HostKey, hostKey)
+	}
+	for _, c := range []struct{ what, cmd, want string }{
+		{"state persists", "cat /var/lib/k3os-test-marker", "kept"},
+		{"config re-applied", "hostname", NodeName},
+		{"authorized_keys unchanged", "cat ~/.ssh/authorized_keys", keys},
+		{"every step ok again", "sudo k3os-agent status >/dev/null && echo ok", "ok"},
+	} {
+		if err := check(sess2, "second boot: "+c.what, c.cmd, c.want); err != nil {
+			return err
+		}
+	}
+	s.record(m, "second boot")
+	return nil
+}
+
+// checkNode asserts what the node's config asked for.
+func (s *Suite) checkNode(ctx context.Context, m *Machine, sess *Session) error {
+	if _, err := Dial(ctx, m.SSHPort, "root", s.Key, 20*time.Second); err == nil {
+		return fmt.Errorf("root could log in over SSH")
+	}
+	for _, c := range []struct{ what, cmd, want string }{
+		{"the node chose its config", "hostname", NodeName},
+		{"user rancher", "id -un; id -u", "rancher\n1000"},
+		{"rancher has sudo", "sudo -n true && echo yes", "yes"},
+		{"root has no password", "sudo passwd -S root | cut -d' ' -f2", "L"},
+		{"root has no keys", "sudo sh -c 'test -e /root/.ssh/authorized_keys && echo keys || echo none'", "none"},
+		{"sshd is key-only", "sudo sshd -T | grep -E '^(passwordauthentication|permitrootlogin) ' | sort", "passwordauthentication no\npermitrootlogin no"},
+		{"write_files content and mode", "sudo stat -c '%a %U:%G' /etc/k3os-test/secret; sudo cat /etc/k3os-test/secret", "600 root:root\ns3cret"},
+		{"write_files encoding and owner", "stat -c '%a %U' /etc/k3os-test/hello; cat /etc/k3os-test/hello", "644 rancher\nhello"},
+		{"sysctl applied", "cat /proc/sys/vm/swappiness", "13"},
+		{"module loaded", "grep -c '^dummy ' /proc/modules", "1"},
+		{"static address", "ip -4 -o addr show scope global | awk '{print $4}'", StaticIP + "/24"},
+		{"boot_cmd ran", "cat /run/k3os-test-boot", "boot_cmd ran"},
+		{"cgroup memory controller", "grep -ow memory /sys/fs/cgroup/cgroup.controllers", "memory"},
+		{"root filesystem read-only", "findmnt -no FSTYPE,OPTIONS / | cut -d, -f1", "squashfs ro"},
+		{"every apply step ok", "sudo k3os-agent status >/dev/null && echo ok", "ok"},
+	} {
+		if err := check(sess, c.what, c.cmd, c.want); err != nil {
+			return err
+		}
+	}
+	// run_cmd waits for network-online.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if err := check(sess, "run_cmd ran", "cat /run/k3os-test-run 2>/dev/null", "run_cmd ran"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(2 * time.Second)
+	}
+	return nil
+}
+
+// testImage is an OCI image built here, with no registry: the agent
+// binary, whose `version` the container prints.
+const testImage = "k3os.test/agent:1"
+
+func (s *Suite) checkContainer(sess *Session) error {
+	if s.AgentBinary == "" {
+		return fmt.Errorf("no agent binary to build the test container from")
+	}
+	img, err := agentImage(s.AgentBinary)
+	if err != nil {
+		return err
+	}
+	if _, err := sess.RunInput("cat > /tmp/agent-image.tar", bytes.NewReader(img)); err != nil {
+		return err
+	}
+	if err := check(sess, "containerd answers", "sudo ctr version >/dev/null && echo up", "up"); err != nil {
+		return err
+	}
+	out, err := sess.Run("sudo ctr -n k3os-test images import --platform linux/arm64 /tmp/agent-image.tar >/dev/null && " +
+		"sudo ctr -n k3os-test run --rm " + testImage + " vmtest /k3os-agent version")
+	if err != nil {
+		return fmt.Errorf("running a container: %w", err)
+	}
+	if out == "" {
+		return fmt.Errorf("the container printed nothing")
+	}
+	s.logf("container ran: k3os-agent version %s", out)
+	return nil
+}
+
+func agentImage(bin string) ([]byte, error) {
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, err
+	}
+	var layerTar bytes.Buffer
+	tw := tar.NewWriter(&layerTar)
+	tw.WriteHeader(&tar.Header{Name: "k3os-agent", Mode: 0o755, Size: int64(len(data)), Typeflag: tar.TypeReg})
+	tw.Write(data)
+	tw.Close()
+	layer, err := tarball.LayerFromReader(bytes.NewReader(layerTar.Bytes()))
+	if err != nil {
+		return nil, err
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return nil, err
+	}
+	img, err = mutate.ConfigFile(img, &v1.ConfigFile{Architecture: "arm64", OS: "linux", Config: v1.Config{Entrypoint: []string{"/k3os-agent"}}})
+	if err != nil {
+		return nil, err
+	}
+	ref, err := name.ParseReference(testImage)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := tarball.Write(ref, img, &out); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// checkK3s waits for the node to be Ready when the image carries k3s.
+func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
+	if !s.K3s {
+		s.logf("k3s stage skipped: the image was built without k3s (K3S=none)")
+		return nil
+	}
+	deadline := time.Now().Add(12 * time.Minute)
+	for {
+		out, _ := sess.Run("sudo kubectl get node " + NodeName + " --no-headers 2>&1")
+		if f := strings.Fields(out); len(f) > 1 && f[1] == "Ready" {
+			d := m.Mark("k3s Ready")
+			s.logf("k3s Ready %.0fs after power-on", d.Seconds())
+			return nil
+		}
+		if time.Now().After(deadline) {
+			diag, _ := sess.Run("sudo journalctl -u k3s --no-pager -n 200; sudo k3s check-config 2>&1 | tail -40")
+			os.WriteFile(filepath.Join(m.Dir, "k3s-diagnostics.txt"), []byte(diag), 0o644)
+			return fmt.Errorf("k3s not Ready within 12 minutes (last: %q); journal in %s", out, m.Dir)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// DefaultConfig boots a node whose MAC has no file: it must fall back to
+// default.yaml and name itself after its MAC.
+func (s *Suite) DefaultConfig(ctx context.Context) error {
+	m, err := s.machine("default-config", UnknownMAC, slirpDHCPIP)
+	if err != nil {
+		return err
+	}
+	if err := s.boot(ctx, m, true); err != nil {
+		return err
+	}
+	if !strings.Contains(m.Console(), "config default.yaml") {
+		return fmt.Errorf("the initramfs did not fall back to default.yaml; console tail:\n%s", m.Tail(30))
+	}
+	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	m.Mark("sshd")
+	want := "k3os-" + strings.ReplaceAll(UnknownMAC, ":", "")[6:]
+	if err := check(sess, "hostname from the MAC", "hostname", want); err != nil {
+		return err
+	}
+	s.record(m, "default config")
+	return nil
+}
+
+// Raspi4bSmoke boots the image on QEMU's Raspberry Pi 4 model, with the
+// SD image as its SD card, up to the initramfs mounting the state
+// partition (the model has no ethernet, so that is as far as it can show).
+func (s *Suite) Raspi4bSmoke(ctx context.Context) error {
+	m := &Machine{Name: "raspi4b-smoke", Board: "raspi4b", Dir: filepath.Join(s.Dir, "raspi4b-smoke"), Image: s.Image, Run: s.Run}
+	s.live = append(s.live, m)
+	if err := os.MkdirAll(m.Dir, 0o755); err != nil {
+		return err
+	}
+	if err := diskimage.ExtractBootFiles(s.Image, m.Dir, "Image", "initrd.img", "bcm2711-rpi-4-b.dtb"); err != nil {
+		return err
+	}
+	// QEMU wires the SD card to the legacy SDHCI (the Wi-Fi slot on a real
+	// Pi) whose power sequence it cannot drive: a QEMU-only DTB patch.
+	// SD images must be a power of two in size.
+	patch := `set -e; d=/tmp/vm/board.dtb; cp /tmp/vm/bcm2711-rpi-4-b.dtb $d
+fdtput -d $d /soc/mmc@7e300000 mmc-pwrseq
+fdtput -r $d /soc/mmc@7e300000/wifi@1
+fdtput -t s $d /emmc2bus/mmc@7e340000 status disabled
+fdtput -p -t s $d /aliases mmc0 /soc/mmc@7e300000
+fdtput -r $d /soc/serial@7e201000/bluetooth
+fdtput -t s $d /chosen stdout-path serial0:115200n8
+qemu-img create -q -f qcow2 -b ` + m.guestImagePath() + ` -F raw /tmp/vm/sd.img 1G`
+	if err := m.tool(ctx, "sh", "-c", patch); err != nil {
+		return err
+	}
+	cmdline := "root=LABEL=K3OS_STATE rootwait console=ttyAMA0,115200 cgroup_memory=1 cgroup_enable=memory " +
+		"clk_ignore_unused initcall_blacklist=brcmstb_l2_driver_init,brcmstb_i2c_driver_init earlycon=pl011,mmio32,0xfe201000"
+	if err := m.Start(ctx, cmdline); err != nil {
+		return err
+	}
+	if _, err := m.WaitFor(ctx, "initramfs", "k3os-init:", 3*time.Minute); err != nil {
+		return err
+	}
+	if _, err := m.WaitFor(ctx, "state mounted", "k3os-init: state partition /dev/mmcblk0p2 mounted", 2*time.Minute); err != nil {
+		return err
+	}
+	s.record(m, "raspi4b")
+	return nil
+}

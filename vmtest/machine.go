@@ -1,0 +1,236 @@
+// Package vmtest boots built images in QEMU and checks them as a user
+// would: it reads the serial console for each boot stage with a timeout,
+// logs in over SSH with a throwaway key and asserts what the node's config
+// asked for. No expect scripts: the console is a Go reader and SSH is
+// golang.org/x/crypto/ssh.
+package vmtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Runner builds the command that runs a QEMU tool: argv is run with
+// each host path of binds visible at its guest path (below /tmp).
+type Runner func(ctx context.Context, binds map[string]string, argv ...string) (*exec.Cmd, error)
+
+// Machine is one QEMU virtual machine booting an image.
+type Machine struct {
+	Name string
+	// Board is "virt" (network, SSH) or "raspi4b" (the Pi 4 model, SD card).
+	Board string
+	// Dir holds the machine's files: boot files, disk overlay, console log.
+	Dir string
+	// Image is the SD-card image; the machine writes to an overlay on it.
+	Image string
+	MAC   string
+	// SSHPort and APIPort are host loopback ports forwarded to the guest's
+	// 22 and 6443 (virt); GuestIP is where they go.
+	SSHPort, APIPort int
+	GuestIP          string
+	Run              Runner
+
+	cmd     *exec.Cmd
+	start   time.Time
+	mu      sync.Mutex
+	console strings.Builder
+	marks   map[string]time.Duration
+	changed chan struct{}
+	exited  chan error
+}
+
+// guest paths of the machine's directory and the image inside the runner.
+const (
+	guestDir   = "/tmp/vm"
+	guestImage = "/tmp/image/disk.img"
+)
+
+// Console returns everything the machine printed so far.
+func (m *Machine) Console() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.console.String()
+}
+
+// Tail returns the last lines of the console.
+func (m *Machine) Tail(n int) string {
+	lines := strings.Split(strings.TrimRight(m.Console(), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// FreePort returns a free TCP port on the loopback interface.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (m *Machine) binds() map[string]string {
+	return map[string]string{m.Dir: guestDir, filepath.Dir(m.Image): filepath.Dir(guestImage)}
+}
+
+func (m *Machine) tool(ctx context.Context, argv ...string) error {
+	cmd, err := m.Run(ctx, m.binds(), argv...)
+	if err != nil {
+		return err
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, out)
+	}
+	return nil
+}
+
+// PrepareDisk makes the machine's disk: a qcow2 overlay on the image (the
+// image stays as built), sized larger so first-boot growth has room.
+func (m *Machine) PrepareDisk(ctx context.Context, size string) error {
+	if err := os.MkdirAll(m.Dir, 0o755); err != nil {
+		return err
+	}
+	return m.tool(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-b", m.guestImagePath(), "-F", "raw",
+		guestDir+"/disk.qcow2", size)
+}
+
+func (m *Machine) guestImagePath() string { return filepath.Dir(guestImage) + "/" + filepath.Base(m.Image) }
+
+// Start boots the machine with the kernel, initramfs and command line
+// extracted from the image's boot partition into Dir (see BootFiles).
+func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) error {
+	argv := []string{"qemu-system-aarch64", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+		"-kernel", guestDir + "/Image", "-initrd", guestDir + "/initrd.img", "-append", cmdline}
+	switch m.Board {
+	case "raspi4b":
+		argv = append(argv, "-M", "raspi4b", "-m", "2G", "-dtb", guestDir+"/board.dtb",
+			"-drive", "if=sd,format=qcow2,file="+guestDir+"/sd.img")
+	default:
+		fwd := fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-%s:22,hostfwd=tcp:127.0.0.1:%d-%s:6443", m.SSHPort, m.GuestIP, m.APIPort, m.GuestIP)
+		argv = append(argv, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "3072",
+			"-drive", "if=none,id=hd,format=qcow2,file="+guestDir+"/disk.qcow2", "-device", "virtio-blk-pci,drive=hd",
+			"-netdev", "user,id=net0,"+fwd, "-device", "virtio-net-pci,netdev=net0,romfile=,mac="+m.MAC,
+			"-object", "rng-random,filename=/dev/urandom,id=rng0", "-device", "virtio-rng-pci,rng=rng0")
+	}
+	argv = append(argv, extra...)
+	cmd, err := m.Run(ctx, m.binds(), argv...)
+	if err != nil {
+		return err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = cmd.Stdout
+	log, err := os.Create(filepath.Join(m.Dir, "console.log"))
+	if err != nil {
+		return err
+	}
+	m.cmd, m.marks, m.changed, m.exited = cmd, map[string]time.Duration{}, make(chan struct{}, 1), make(chan error, 1)
+	m.console.Reset()
+	m.start = time.Now()
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return err
+	}
+	go func() {
+		r := bufio.NewReader(io.TeeReader(out, log))
+		for {
+			line, err := r.ReadString('\n')
+			m.mu.Lock()
+			m.console.WriteString(strings.ReplaceAll(line, "\r", ""))
+			m.mu.Unlock()
+			select {
+			case m.changed <- struct{}{}:
+			default:
+			}
+			if err != nil {
+				break
+			}
+		}
+		log.Close()
+		m.exited <- cmd.Wait()
+		close(m.exited)
+	}()
+	return nil
+}
+
+// WaitFor waits until the console shows marker, and returns the time since
+// power-on. It fails with the console's tail on timeout or when QEMU exits.
+func (m *Machine) WaitFor(ctx context.Context, stage, marker string, timeout time.Duration) (time.Duration, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		if strings.Contains(m.Console(), marker) {
+			d := time.Since(m.start)
+			m.mu.Lock()
+			if _, ok := m.marks[stage]; !ok {
+				m.marks[stage] = d
+			}
+			m.mu.Unlock()
+			return d, nil
+		}
+		select {
+		case <-m.changed:
+		case err := <-m.exited:
+			return 0, fmt.Errorf("%s: stage %q: QEMU exited (%v) before %q appeared; console tail:\n%s", m.Name, stage, err, marker, m.Tail(30))
+		case <-deadline.C:
+			return 0, fmt.Errorf("%s: stage %q: no %q within %s; console tail:\n%s", m.Name, stage, marker, timeout, m.Tail(30))
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// Mark records a stage's time since power-on.
+func (m *Machine) Mark(stage string) time.Duration {
+	d := time.Since(m.start)
+	m.mu.Lock()
+	m.marks[stage] = d
+	m.mu.Unlock()
+	return d
+}
+
+// Marks returns the stages' times since power-on.
+func (m *Machine) Marks() map[string]time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]time.Duration{}
+	for k, v := range m.marks {
+		out[k] = v
+	}
+	return out
+}
+
+// Stop powers the machine off (kills QEMU) and waits for it.
+func (m *Machine) Stop() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	m.cmd.Process.Kill()
+	select {
+	case <-m.exited:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// Wait waits for QEMU to exit by itself (a guest poweroff).
+func (m *Machine) Wait(timeout time.Duration) error {
+	select {
+	case err := <-m.exited:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s: still running after %s; console tail:\n%s", m.Name, timeout, m.Tail(20))
+	}
+}

@@ -1,0 +1,109 @@
+package vmtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Key is a throwaway SSH key pair for one test run.
+type Key struct {
+	Signer    ssh.Signer
+	PublicKey string // authorized_keys line
+	// PEM is the private key in OpenSSH form, kept next to the consoles so
+	// that a failed boot can be entered by hand.
+	PEM []byte
+}
+
+// NewKey makes an ed25519 key.
+func NewKey() (*Key, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "k3os-vmtest")
+	if err != nil {
+		return nil, err
+	}
+	return &Key{Signer: s, PublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.PublicKey()))) + " k3os-vmtest",
+		PEM: pem.EncodeToMemory(block)}, nil
+}
+
+// Session is an SSH connection to a machine.
+type Session struct {
+	client  *ssh.Client
+	HostKey string
+}
+
+// Dial logs in as user with the key, retrying until the deadline while
+// sshd is not up yet.
+func Dial(ctx context.Context, port int, user string, key *Key, timeout time.Duration) (*Session, error) {
+	var hostKey string
+	cfg := &ssh.ClientConfig{
+		User: user,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(key.Signer)},
+		HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
+			hostKey = ssh.FingerprintSHA256(k)
+			return nil
+		},
+		Timeout: 10 * time.Second,
+	}
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		c, err := ssh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), cfg)
+		if err == nil {
+			return &Session{client: c, HostKey: hostKey}, nil
+		}
+		last = err
+		if strings.Contains(err.Error(), "unable to authenticate") {
+			return nil, err // sshd answered and said no
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	return nil, fmt.Errorf("no SSH login as %s on port %d within %s: %v", user, port, timeout, last)
+}
+
+// Run runs a command and returns its trimmed output.
+func (s *Session) Run(cmd string) (string, error) {
+	return s.RunInput(cmd, nil)
+}
+
+// RunInput runs a command with stdin.
+func (s *Session) RunInput(cmd string, stdin io.Reader) (string, error) {
+	sess, err := s.client.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer sess.Close()
+	var out, errOut bytes.Buffer // one buffer each: they are written concurrently
+	sess.Stdout, sess.Stderr = &out, &errOut
+	if stdin != nil {
+		sess.Stdin = stdin
+	}
+	err = sess.Run(cmd)
+	if err != nil {
+		return strings.TrimSpace(out.String()), fmt.Errorf("%q: %v: %s", cmd, err, strings.TrimSpace(out.String()+errOut.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// Close ends the connection.
+func (s *Session) Close() error { return s.client.Close() }

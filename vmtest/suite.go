@@ -1,0 +1,230 @@
+package vmtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/k3os-rpi/k3os-rpi4/diskimage"
+)
+
+// The test cluster: one node by MAC, and default.yaml for any other.
+const (
+	NodeMAC     = "52:54:00:6b:33:01"
+	UnknownMAC  = "52:54:00:6b:33:99"
+	NodeName    = "k3os-vmtest"
+	StaticIP    = "10.0.2.20"
+	slirpDHCPIP = "10.0.2.15"
+)
+
+// WriteCluster writes the test cluster's config directory: what every
+// assertion below checks for.
+func WriteCluster(dir string, key *Key) error {
+	node := fmt.Sprintf(`# the boot test's node, matched by MAC
+hostname: %s
+ssh_authorized_keys:
+  - %s
+write_files:
+  - path: /etc/k3os-test/secret
+    content: "s3cret\n"
+    permissions: "0600"
+  - path: etc/k3os-test/hello
+    encoding: b64
+    content: aGVsbG8K
+    owner: rancher
+boot_cmd:
+  - echo boot_cmd ran > /run/k3os-test-boot
+run_cmd:
+  - echo run_cmd ran > /run/k3os-test-run
+k3os:
+  modules: [dummy]
+  sysctl:
+    vm.swappiness: 13
+  dns_nameservers: [10.0.2.3]
+  role: cluster-init
+  token: vmtest-token
+  labels:
+    k3os.io/test: vmtest
+  network:
+    "en*":
+      address: %s/24
+      gateway: 10.0.2.2
+`, NodeName, key.PublicKey, StaticIP)
+	def := fmt.Sprintf(`# any other node: DHCP, named after its MAC
+ssh_authorized_keys:
+  - %s
+k3os:
+  token: vmtest-token
+`, key.PublicKey)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, NodeMAC+".yaml"), []byte(node), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "default.yaml"), []byte(def), 0o644)
+}
+
+// Suite boots one image through the cases.
+type Suite struct {
+	Run   Runner
+	Dir   string // where each machine keeps its files and console log
+	Image string
+	Key   *Key
+	// K3s says whether the image carries k3s (its k3os-release).
+	K3s bool
+	// AgentBinary is the arm64 agent, packed into the test container image.
+	AgentBinary string
+	Out io.Writer
+	// Timings collects each case's stage times.
+	Timings map[string]map[string]time.Duration
+
+	live []*Machine // the machines of the running case
+}
+
+func (s *Suite) logf(format string, args ...any) { fmt.Fprintf(s.Out, format+"\n", args...) }
+
+// Stage timeouts under TCG on 2 cores (each a generous bound).
+const (
+	toInit    = 90 * time.Second
+	toApplied = 240 * time.Second
+	toSSH     = 180 * time.Second
+)
+
+func (s *Suite) machine(name, mac, ip string) (*Machine, error) {
+	ssh, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	api, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	m := &Machine{Name: name, Board: "virt", Dir: filepath.Join(s.Dir, name), Image: s.Image, MAC: mac,
+		SSHPort: ssh, APIPort: api, GuestIP: ip, Run: s.Run}
+	s.live = append(s.live, m)
+	return m, nil
+}
+
+// virtCmdline is the image's own command line with the console moved to
+// the virt machine's serial port.
+func virtCmdline(image string) (string, error) {
+	info, err := diskimage.Inspect(image)
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for _, f := range strings.Fields(info.Cmdline) {
+		if !strings.HasPrefix(f, "console=") && f != "quiet" {
+			out = append(out, f)
+		}
+	}
+	if !strings.Contains(info.Cmdline, "cgroup_enable=memory") {
+		return "", fmt.Errorf("%s: cmdline.txt lacks cgroup_enable=memory: %s", image, info.Cmdline)
+	}
+	return strings.Join(append(out, "console=ttyAMA0,115200"), " "), nil
+}
+
+// boot starts a machine and waits for the stages every boot goes through.
+func (s *Suite) boot(ctx context.Context, m *Machine, fresh bool) error {
+	if fresh {
+		if err := m.PrepareDisk(ctx, "2G"); err != nil {
+			return err
+		}
+		if err := diskimage.ExtractBootFiles(s.Image, m.Dir, "Image", "initrd.img"); err != nil {
+			return err
+		}
+	}
+	cmdline, err := virtCmdline(s.Image)
+	if err != nil {
+		return err
+	}
+	if err := m.Start(ctx, cmdline); err != nil {
+		return err
+	}
+	if _, err := m.WaitFor(ctx, "initramfs", "k3os-init:", toInit); err != nil {
+		return err
+	}
+	if _, err := m.WaitFor(ctx, "state mounted", "k3os-init: state partition", toInit); err != nil {
+		return err
+	}
+	if _, err := m.WaitFor(ctx, "root switched", "k3os-init: switching to k3os", toInit); err != nil {
+		return err
+	}
+	_, err = m.WaitFor(ctx, "config applied", " configured: ", toApplied)
+	return err
+}
+
+// All runs every case; it stops at the first failure, keeping logs in Dir.
+func (s *Suite) All(ctx context.Context) error {
+	s.Timings = map[string]map[string]time.Duration{}
+	if err := os.WriteFile(filepath.Join(s.Dir, "ssh-key"), s.Key.PEM, 0o600); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"node-by-mac", s.NodeByMAC},
+		{"default-config", s.DefaultConfig},
+		{"raspi4b-smoke", s.Raspi4bSmoke},
+	} {
+		start := time.Now()
+		s.logf("=== boot test %s", c.name)
+		err := c.run(ctx)
+		if err != nil && os.Getenv("K3OS_VMTEST_KEEP") != "" {
+			for _, m := range s.live {
+				s.logf("K3OS_VMTEST_KEEP: %s stays up until interrupted: ssh -i %s/ssh-key -p %d rancher@127.0.0.1", m.Name, s.Dir, m.SSHPort)
+			}
+			<-ctx.Done()
+		}
+		for _, m := range s.live {
+			m.Stop()
+		}
+		s.live = nil
+		if err != nil {
+			s.logf("--- FAIL %s (%s)", c.name, time.Since(start).Round(time.Second))
+			return fmt.Errorf("boot test %s: %w (logs in %s)", c.name, err, s.Dir)
+		}
+		s.logf("--- PASS %s (%s)", c.name, time.Since(start).Round(time.Second))
+	}
+	return s.writeTimings()
+}
+
+func (s *Suite) record(m *Machine, label string) {
+	marks := m.Marks()
+	s.Timings[label] = marks
+	names := make([]string, 0, len(marks))
+	for k := range marks {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool { return marks[names[i]] < marks[names[j]] })
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %s %.1fs", n, marks[n].Seconds())
+	}
+	s.logf("%s boot times (from power-on):%s", label, b.String())
+}
+
+func (s *Suite) writeTimings() error {
+	b, _ := json.MarshalIndent(s.Timings, "", "  ")
+	return os.WriteFile(filepath.Join(s.Dir, "timings.json"), b, 0o644)
+}
+
+// check runs a command over SSH and compares its output.
+func check(sess *Session, what, cmd, want string) error {
+	got, err := sess.Run(cmd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if got != want {
+		return fmt.Errorf("%s: `%s` printed %q, want %q", what, cmd, got, want)
+	}
+	return nil
+}
