@@ -105,7 +105,9 @@ func (m *Machine) PrepareDisk(ctx context.Context, size string) error {
 		guestDir+"/disk.qcow2", size)
 }
 
-func (m *Machine) guestImagePath() string { return filepath.Dir(guestImage) + "/" + filepath.Base(m.Image) }
+func (m *Machine) guestImagePath() string {
+	return filepath.Dir(guestImage) + "/" + filepath.Base(m.Image)
+}
 
 // Start boots the machine with the kernel, initramfs and command line
 // extracted from the image's boot partition into Dir (see BootFiles).

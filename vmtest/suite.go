@@ -81,7 +81,7 @@ type Suite struct {
 	K3s bool
 	// AgentBinary is the arm64 agent, packed into the test container image.
 	AgentBinary string
-	Out io.Writer
+	Out         io.Writer
 	// Timings collects each case's stage times.
 	Timings map[string]map[string]time.Duration
 
