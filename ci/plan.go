@@ -214,7 +214,7 @@ func (p *Plan) Rootfs() (*Step, error) {
 	}
 	return p.once("rootfs", func() *Step {
 		inputs := []Input{
-			{Name: "rootfs", Path: "rootfs", Include: []string{"build.sh"}},
+			{Name: "rootfs", Path: "rootfs", Include: []string{"layer.sh"}},
 			{Name: "base", Step: base},
 			{Name: "agent", Step: p.Agent()},
 			{Name: "overlay", Path: "overlay"},
@@ -227,7 +227,7 @@ func (p *Plan) Rootfs() (*Step, error) {
 			Toolchain: RootfsToolchain,
 			Inputs:    inputs,
 			Env:       map[string]string{"VERSION": p.Version, "K3S_DESC": desc},
-			Commands:  [][]string{{"sh", "/in/rootfs/build.sh", "layer"}},
+			Commands:  [][]string{{"sh", "/in/rootfs/layer.sh"}},
 			Outputs:   []string{"rootfs.squashfs", "k3os-release"},
 		}
 	}), nil

@@ -18,6 +18,7 @@ import (
 	"github.com/k3os-rpi/k3os-rpi4/ci/engine"
 	"github.com/k3os-rpi/k3os-rpi4/ci/engine/host"
 	"github.com/k3os-rpi/k3os-rpi4/diskimage"
+	"github.com/k3os-rpi/k3os-rpi4/flash"
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
 
@@ -185,4 +186,9 @@ func Inspect(image string) error {
 	}
 	info.Render(os.Stdout)
 	return nil
+}
+
+// Flash writes IMAGE (.img or .img.zst) to the card DEVICE with progress, refusing mounted or system disks, and verifies it.
+func Flash(image, device string) error {
+	return flash.Write(image, device, flash.Host, os.Stderr)
 }
