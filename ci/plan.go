@@ -1,11 +1,14 @@
 package ci
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/k3os-rpi/k3os-rpi4/kconfig"
 )
 
 // nowStamp changes every run, for steps that must never be cached (the
@@ -190,8 +193,8 @@ func (p *Plan) KernelLock() *Step {
 			Inputs:    []Input{{Name: "scripts", Path: "ci/scripts"}},
 			Env: map[string]string{"MIRROR": DebianMirror(), "K3OS_LOCK_TIME": nowStamp(),
 				"ARCH": "arm64", "SUITES": "trixie trixie-updates", "COMPONENTS": "main non-free-firmware"},
-			Commands: [][]string{{"sh", "-euc", `sh /in/scripts/deblock.sh --only 'linux-image-[0-9].*|raspi-firmware|linux-source-6\.12' \
-	linux-image-arm64 raspi-firmware linux-source-6.12 > /out/kernel.lock`}},
+			Commands: [][]string{{"sh", "-euc", `sh /in/scripts/deblock.sh --only 'linux-image-[0-9].*|raspi-firmware|linux-source-6\.12|linux-config-6\.12' \
+	linux-image-arm64 raspi-firmware linux-source-6.12 linux-config-6.12 > /out/kernel.lock`}},
 			Outputs: []string{"kernel.lock"},
 			Network: true,
 		}
@@ -255,32 +258,114 @@ func (p *Plan) lockedDebs(lock string, names ...string) ([]Download, error) {
 
 // Kernel flavours (KERNEL=...).
 const (
-	KernelDebian = "debian" // Debian's prebuilt linux-image-arm64
+	KernelSource  = "source"  // linux-source with Debian's config and our fragments (hours on 2 cores)
+	KernelReduced = "reduced" // linux-source, allnoconfig and our fragments: boots QEMU virt (CI)
+	KernelDebian  = "debian"  // Debian's prebuilt linux-image-arm64 (fast iteration)
 )
+
+// KernelToolchain cross-builds the kernel.
+var KernelToolchain = Toolchain{
+	Suites: []string{"trixie", "trixie-updates"},
+	Arch:   "amd64",
+	Packages: []string{"gcc-aarch64-linux-gnu", "make", "bc", "bison", "flex", "libssl-dev", "libelf-dev", "perl",
+		"cpio", "kmod", "xz-utils", "zstd", "ccache"},
+}
+
+// kernelFragments are the config fragments of a source flavour, in merge order.
+var kernelFragments = map[string][]string{
+	KernelSource:  {"rpi4.config", "k3s.config", "qemu-virt.config", "nodebug.config"},
+	KernelReduced: {"reduced.config", "k3s.config", "qemu-virt.config"},
+}
+
+// KernelConfig merges a source flavour's .config; the Go check of every
+// fragment's options runs on it before the long build starts.
+func (p *Plan) KernelConfig(flavour string) (*Step, error) {
+	names := []string{"linux-source-6.12"}
+	if flavour == KernelSource {
+		names = append(names, "linux-config-6.12")
+	}
+	src, err := p.lockedDebs("kernel/kernel.lock", names...)
+	if err != nil {
+		return nil, err
+	}
+	var frags []string
+	for _, f := range kernelFragments[flavour] {
+		frags = append(frags, filepath.Join(p.project, "kernel", "config", f))
+	}
+	return p.once("kernel-config-"+flavour, func() *Step {
+		return &Step{
+			Name:      "kernel-config-" + flavour,
+			Toolchain: KernelToolchain,
+			Inputs: []Input{
+				{Name: "kernel", Path: "kernel", Include: []string{"build.sh", "config"}},
+				{Name: "source", Downloads: src},
+			},
+			Commands: [][]string{{"sh", "/in/kernel/build.sh", "config", flavour}},
+			Outputs:  []string{"config", "flavour"},
+			Check: func(out string) error {
+				problems, err := kconfig.CheckFiles(filepath.Join(out, "config"), frags...)
+				if err != nil {
+					return err
+				}
+				var errs []error
+				for _, pr := range problems {
+					errs = append(errs, pr)
+				}
+				return errors.Join(errs...)
+			},
+		}
+	}), nil
+}
 
 // Kernel returns the kernel step of the plan's flavour.
 func (p *Plan) Kernel() (*Step, error) {
-	switch p.KernelFlavour {
+	image, err := p.lockedDebs("kernel/kernel.lock", "linux-image-[0-9]*")
+	if err != nil {
+		return nil, err
+	}
+	switch f := p.KernelFlavour; f {
 	case KernelDebian:
-		debs, err := p.lockedDebs("kernel/kernel.lock", "linux-image-[0-9]*")
-		if err != nil {
-			return nil, err
-		}
 		return p.once("kernel-debian", func() *Step {
 			return &Step{
 				Name:      "kernel-debian",
 				Toolchain: ImageToolchain,
 				Inputs: []Input{
 					{Name: "kernel", Path: "kernel", Include: []string{"build.sh"}},
-					{Name: "debs", Downloads: debs},
+					{Name: "debs", Downloads: image},
 				},
 				Commands: [][]string{{"sh", "/in/kernel/build.sh", "debian"}},
-				Outputs:  []string{"Image", "config", "System.map", "kernel.release", "flavour", "dtbs", "modroot"},
+				Outputs:  kernelOutputs,
+			}
+		}), nil
+	case KernelSource, KernelReduced:
+		cfg, err := p.KernelConfig(f)
+		if err != nil {
+			return nil, err
+		}
+		src, err := p.lockedDebs("kernel/kernel.lock", "linux-source-6.12")
+		if err != nil {
+			return nil, err
+		}
+		return p.once("kernel-"+f, func() *Step {
+			return &Step{
+				Name:      "kernel-" + f,
+				Toolchain: KernelToolchain,
+				Inputs: []Input{
+					{Name: "kernel", Path: "kernel", Include: []string{"build.sh"}},
+					{Name: "config", Step: cfg},
+					{Name: "source", Downloads: src},
+					{Name: "debs", Downloads: image}, // the Pi device trees, for flavours that build none
+				},
+				Commands: [][]string{{"sh", "/in/kernel/build.sh", "build"}},
+				Caches:   []string{"ccache"},
+				Outputs:  kernelOutputs,
 			}
 		}), nil
 	}
-	return nil, fmt.Errorf("KERNEL=%s: use debian", p.KernelFlavour)
+	return nil, fmt.Errorf("KERNEL=%s: use %s, %s or %s", p.KernelFlavour, KernelSource, KernelReduced, KernelDebian)
 }
+
+var kernelOutputs = []string{"Image", "config", "System.map", "kernel.release", "flavour", "dtbs", "modroot"}
 
 // Boot makes the boot partition (firmware, kernel, initramfs with the
 // agent, config.txt, cmdline.txt) and the kernel modules' squashfs.

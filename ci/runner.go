@@ -183,6 +183,11 @@ func (r *Runner) run(ctx context.Context, s *Step) result {
 			return result{err: fmt.Errorf("step %s: declared output %s was not produced (log: %s)", s.Name, o, logPath)}
 		}
 	}
+	if s.Check != nil {
+		if err := s.Check(tmp); err != nil {
+			return result{err: fmt.Errorf("step %s: check failed:\n%w", s.Name, err)}
+		}
+	}
 	if err := os.Rename(tmp, out); err != nil {
 		return result{err: err}
 	}

@@ -86,9 +86,10 @@ type Step struct {
 	Network bool `json:"network,omitempty"`
 	// Privileged steps may mount and chroot (mmdebstrap, losetup).
 	Privileged bool `json:"privileged,omitempty"`
-	// Emulates names foreign architectures whose binaries the step runs
-	// (through qemu-user and binfmt_misc), e.g. arm64 for a root build.
-	Emulates []string `json:"emulates,omitempty"`
+	// Check, when set, verifies the step's output once it is built (Go
+	// code on the build machine, under every engine); a failure stops the
+	// build and the output is not cached.
+	Check func(outDir string) error `json:"-"`
 }
 
 // SourceDateEpoch is the fixed time every step builds with, for

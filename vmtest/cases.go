@@ -177,7 +177,7 @@ func agentImage(bin string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	img, err = mutate.ConfigFile(img, &v1.ConfigFile{Architecture: "arm64", OS: "linux", Config: v1.Config{Entrypoint: []string{"/k3os-agent"}}})
+	img, err = withConfig(img, "arm64", v1.Config{Entrypoint: []string{"/k3os-agent"}})
 	if err != nil {
 		return nil, err
 	}
@@ -195,6 +195,9 @@ func agentImage(bin string) ([]byte, error) {
 // checkK3s waits for the node to be Ready when the image carries k3s.
 func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
 	if !s.K3s {
+		if os.Getenv("K3OS_REQUIRE_K3S_READY") != "" {
+			return fmt.Errorf("K3OS_REQUIRE_K3S_READY is set but the image carries no k3s")
+		}
 		s.logf("k3s stage skipped: the image was built without k3s (K3S=none)")
 		return nil
 	}
@@ -285,4 +288,16 @@ qemu-img create -q -f qcow2 -b ` + m.guestImagePath() + ` -F raw /tmp/vm/sd.img 
 	}
 	s.record(m, "raspi4b")
 	return nil
+}
+
+// withConfig sets an image's platform and runtime config, keeping the
+// layer digests its config records.
+func withConfig(img v1.Image, arch string, c v1.Config) (v1.Image, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Architecture, cf.OS, cf.Config = arch, "linux", c
+	return mutate.ConfigFile(img, cf)
 }

@@ -36,7 +36,7 @@ const usage = `usage: k3os-agent COMMAND
 As /init (PID 1 in the initramfs) it boots the node.`
 
 func main() {
-	if os.Getpid() == 1 {
+	if os.Getpid() == 1 && os.Args[0] == "/init" { // the initramfs, not a container
 		console, err := os.OpenFile("/dev/console", os.O_WRONLY, 0)
 		if err != nil {
 			console = os.Stderr

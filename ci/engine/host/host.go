@@ -50,19 +50,13 @@ func (e *Engine) Name() string { return "host" }
 var hostPackages = map[string]string{"mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap"}
 
 // EnsurePrerequisites installs mmdebstrap and bubblewrap when they are
-// missing (as root), or says the exact command to run. Emulating a foreign
-// architecture also needs qemu-user-static registered with binfmt_misc.
-func EnsurePrerequisites(ctx context.Context, emulates []string, log *logrus.Logger) error {
+// missing (as root), or says the exact command to run. Nothing else comes
+// from the host: every tool a step uses is in its toolchain's root.
+func EnsurePrerequisites(ctx context.Context, log *logrus.Logger) error {
 	var missing []string
 	for cmd, pkg := range hostPackages {
 		if _, err := exec.LookPath(cmd); err != nil {
 			missing = append(missing, pkg)
-		}
-	}
-	for _, arch := range emulates {
-		if !binfmtRegistered(arch) {
-			missing = append(missing, "qemu-user-static", "binfmt-support")
-			break
 		}
 	}
 	if len(missing) == 0 {
@@ -79,40 +73,7 @@ func EnsurePrerequisites(ctx context.Context, emulates []string, log *logrus.Log
 	if out, err := c.CombinedOutput(); err != nil {
 		return fmt.Errorf("installing host prerequisites (%s): %v\n%s", cmd, err, tail(out))
 	}
-	for _, arch := range emulates {
-		if !binfmtRegistered(arch) {
-			return fmt.Errorf("qemu-user-static is installed but binfmt_misc has no %s entry; run: update-binfmts --enable qemu-%s", arch, qemuArch(arch))
-		}
-	}
 	return nil
-}
-
-func qemuArch(debArch string) string {
-	switch debArch {
-	case "arm64":
-		return "aarch64"
-	case "armhf":
-		return "arm"
-	case "amd64":
-		return "x86_64"
-	}
-	return debArch
-}
-
-// binfmtRegistered tells whether binaries of arch run through qemu-user, with
-// the interpreter opened at registration (flag F), so that it also works
-// inside a chroot or a namespace that lacks /usr/bin/qemu-*.
-func binfmtRegistered(arch string) bool {
-	b, err := os.ReadFile("/proc/sys/fs/binfmt_misc/qemu-" + qemuArch(arch))
-	if err != nil || !strings.HasPrefix(string(b), "enabled") {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if flags, ok := strings.CutPrefix(line, "flags:"); ok {
-			return strings.Contains(flags, "F")
-		}
-	}
-	return false
 }
 
 func tail(b []byte) string {
@@ -171,7 +132,7 @@ func (e *Engine) ToolsRoot(ctx context.Context, t ci.Toolchain, log io.Writer) (
 
 // Run runs the step's commands in its tools root under bubblewrap.
 func (e *Engine) Run(ctx context.Context, s *ci.Step, inputs map[string]string, outDir string, log io.Writer) error {
-	if err := EnsurePrerequisites(ctx, s.Emulates, e.Log); err != nil {
+	if err := EnsurePrerequisites(ctx, e.Log); err != nil {
 		return err
 	}
 	root, err := e.ToolsRoot(ctx, s.Toolchain, log)
@@ -180,7 +141,7 @@ func (e *Engine) Run(ctx context.Context, s *ci.Step, inputs map[string]string, 
 	}
 	// Mount points in the (read-only) root; /in and /cache are tmpfs so
 	// that each input and volume gets its own mount point below them.
-	for _, d := range []string{ci.InDir, ci.OutDir, ci.CacheDir, ci.WorkDir} {
+	for _, d := range []string{ci.InDir, ci.OutDir, ci.CacheDir, ci.WorkDir, "/etc/ssl/certs"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return err
 		}
@@ -248,7 +209,7 @@ func (e *Engine) Run(ctx context.Context, s *ci.Step, inputs map[string]string, 
 // host, for tools that are not build steps (QEMU in the boot test): the
 // network is the host's, and binds maps host paths to paths below /tmp.
 func (e *Engine) Command(ctx context.Context, t ci.Toolchain, binds map[string]string, argv ...string) (*exec.Cmd, error) {
-	if err := EnsurePrerequisites(ctx, nil, e.Log); err != nil {
+	if err := EnsurePrerequisites(ctx, e.Log); err != nil {
 		return nil, err
 	}
 	root, err := e.ToolsRoot(ctx, t, io.Discard)

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -42,9 +41,14 @@ func (e *Engine) OCITarball(ctx context.Context, t ci.Toolchain) (string, error)
 	if err != nil {
 		return "", err
 	}
-	img, err = mutate.ConfigFile(img, &v1.ConfigFile{Architecture: t.Arch, OS: "linux",
-		Config: v1.Config{Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}})
+	cf, err := img.ConfigFile()
 	if err != nil {
+		return "", err
+	}
+	cf = cf.DeepCopy() // keeps the layer's diff ID
+	cf.Architecture, cf.OS = t.Arch, "linux"
+	cf.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return "", err
 	}
 	dir, err := os.MkdirTemp(filepath.Dir(out), ".oci-")
