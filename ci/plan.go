@@ -41,6 +41,11 @@ type Plan struct {
 	steps   map[string]*Step
 }
 
+// WithKernel returns a copy of the plan that builds another kernel flavour.
+func (p *Plan) WithKernel(flavour string) *Plan {
+	return &Plan{Version: p.Version, K3S: p.K3S, KernelFlavour: flavour, project: p.project}
+}
+
 // once returns the plan's single instance of a step, so that every step
 // depending on it shares it.
 func (p *Plan) once(name string, def func() *Step) *Step {
@@ -67,7 +72,7 @@ func NewPlan(project string) *Plan {
 	}
 	kernel := os.Getenv("KERNEL")
 	if kernel == "" {
-		kernel = KernelDebian
+		kernel = KernelSource
 	}
 	return &Plan{Version: v, K3S: os.Getenv("K3S"), KernelFlavour: kernel, project: project}
 }
@@ -267,7 +272,7 @@ const (
 var KernelToolchain = Toolchain{
 	Suites: []string{"trixie", "trixie-updates"},
 	Arch:   "amd64",
-	Packages: []string{"gcc-aarch64-linux-gnu", "make", "bc", "bison", "flex", "libssl-dev", "libelf-dev", "perl",
+	Packages: []string{"gcc", "libc6-dev", "gcc-aarch64-linux-gnu", "make", "bc", "bison", "flex", "libssl-dev", "libelf-dev", "perl",
 		"cpio", "kmod", "xz-utils", "zstd", "ccache"},
 }
 

@@ -33,6 +33,12 @@ func (e *copyEngine) Run(ctx context.Context, s *Step, inputs map[string]string,
 	return os.WriteFile(filepath.Join(out, "all"), all, 0o644)
 }
 
+func quietLog() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
 func testStep(inputs ...Input) *Step {
 	return &Step{Name: "t", Toolchain: GoToolchain, Inputs: inputs, Commands: [][]string{{"true"}}, Outputs: []string{"all"}}
 }

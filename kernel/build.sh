@@ -25,6 +25,7 @@ unpack() {
 config() {
 	unpack
 	cd $src
+	mkdir -p /work/o
 	case "$1" in
 	full)
 		dpkg-deb --fsys-tarfile /in/source/linux-config-*.deb | tar -x -C /work --wildcards '*config.arm64_none_arm64.xz'

@@ -86,7 +86,7 @@ func Schema() error {
 	return ci.WriteFileAtomic(filepath.Join("dist", "k3os-config.schema.json"), b, 0o644)
 }
 
-// Test is the whole proof CI runs: vet, unit tests, a bounded fuzz run, config validation, then an image (K3S=none unless set) booted in QEMU.
+// Test is the whole proof CI runs: vet, unit tests, a bounded fuzz run, config validation, then the boot test (see boottest).
 func Test(ctx context.Context) error {
 	for _, args := range [][]string{
 		{"vet", "./..."},
@@ -103,10 +103,13 @@ func Test(ctx context.Context) error {
 	return Boottest(ctx)
 }
 
-// Boottest builds an image for a test cluster (K3S=none unless set) and boots it in QEMU: virt by MAC, a second boot, default.yaml, raspi4b.
+// Boottest builds an image for a test cluster (K3S=none, KERNEL=reduced unless set) and boots it in QEMU: virt by MAC, a second boot, default.yaml, raspi4b.
 func Boottest(ctx context.Context) error {
 	if os.Getenv("K3S") == "" {
 		os.Setenv("K3S", ci.K3sNone)
+	}
+	if os.Getenv("KERNEL") == "" {
+		os.Setenv("KERNEL", ci.KernelReduced)
 	}
 	p, r, done, err := pipeline(ctx)
 	if err != nil {
@@ -175,6 +178,9 @@ func Image(ctx context.Context) error {
 		return err
 	}
 	defer done()
+	if p.KernelFlavour == ci.KernelSource {
+		r.Log.Warn("KERNEL=source: the full kernel is built from source, hours on 2 cores the first time (then cached); KERNEL=debian uses Debian's prebuilt kernel")
+	}
 	return ci.BuildImage(ctx, p, r, configDir(), "dist", os.Stdout)
 }
 
@@ -191,4 +197,21 @@ func Inspect(image string) error {
 // Flash writes IMAGE (.img or .img.zst) to the card DEVICE with progress, refusing mounted or system disks, and verifies it.
 func Flash(image, device string) error {
 	return flash.Write(image, device, flash.Host, os.Stderr)
+}
+
+// Bench times a cold and a cached root filesystem build and a config-only image rebuild into dist/bench.json.
+func Bench(ctx context.Context) error {
+	p, r, done, err := pipeline(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	newRunner := func(cache string) *ci.Runner {
+		return &ci.Runner{Engine: host.New(cache, r.Log), Cache: cache, Project: r.Project, Log: r.Log}
+	}
+	rs, err := ci.Bench(ctx, p, newRunner, r.Cache, configDir(), os.Stdout)
+	if err != nil {
+		return err
+	}
+	return ci.WriteBench("dist/bench.json", rs)
 }

@@ -15,7 +15,9 @@ import (
 	"github.com/k3os-rpi/k3os-rpi4/vmtest"
 )
 
-// Run builds the test image into dist/test and runs every boot case.
+// Run builds the test image into dist/test and runs every boot case. The
+// raspi4b case needs a kernel with the Pi's drivers: when the plan's has
+// none (KERNEL=reduced), it boots the same image with Debian's kernel.
 func Run(ctx context.Context, p *ci.Plan, r *ci.Runner, h *host.Engine, dist string, w io.Writer) error {
 	dir, err := filepath.Abs(filepath.Join(dist, "test"))
 	if err != nil {
@@ -32,6 +34,14 @@ func Run(ctx context.Context, p *ci.Plan, r *ci.Runner, h *host.Engine, dist str
 	}
 	if err := ci.BuildImage(ctx, p, r, cluster, dir, w); err != nil {
 		return err
+	}
+	piImage := filepath.Join(dir, p.ImageName())
+	if p.KernelFlavour == ci.KernelReduced {
+		pp := p.WithKernel(ci.KernelDebian)
+		if err := ci.BuildImage(ctx, pp, r, cluster, filepath.Join(dir, "pi"), w); err != nil {
+			return err
+		}
+		piImage = filepath.Join(dir, "pi", pp.ImageName())
 	}
 	agent, err := r.Build(ctx, p.Agent())
 	if err != nil {
@@ -52,6 +62,7 @@ func Run(ctx context.Context, p *ci.Plan, r *ci.Runner, h *host.Engine, dist str
 		},
 		Dir:         dir,
 		Image:       filepath.Join(dir, p.ImageName()),
+		PiImage:     piImage,
 		Key:         key,
 		K3s:         k3s != "" && k3s != ci.K3sNone,
 		AgentBinary: filepath.Join(agent, "k3os-agent"),

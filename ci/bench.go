@@ -1,0 +1,83 @@
+package ci
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// BenchResult is one timed build.
+type BenchResult struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+	Note    string  `json:"note,omitempty"`
+}
+
+// Bench times what docs/benchmarks.md reports: the root filesystem from
+// nothing (a fresh cache: tools root, downloads, packages, squashfs), the
+// same again from the cache, and an image rebuild after a config-only
+// change. newRunner returns a runner (with its engine) on a cache dir.
+func Bench(ctx context.Context, p *Plan, newRunner func(cache string) *Runner, cache, configDir string, w io.Writer) ([]BenchResult, error) {
+	var out []BenchResult
+	timed := func(name, note string, f func() error) error {
+		start := time.Now()
+		if err := f(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		r := BenchResult{Name: name, Seconds: time.Since(start).Seconds(), Note: note}
+		fmt.Fprintf(w, "%-40s %8.1f s  %s\n", r.Name, r.Seconds, r.Note)
+		out = append(out, r)
+		return nil
+	}
+	cold, err := os.MkdirTemp("", "k3os-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(cold)
+	rootfs, err := p.Rootfs()
+	if err != nil {
+		return nil, err
+	}
+	if err := timed("rootfs, cold", "empty cache: tools root, downloads, packages, squashfs", func() error {
+		_, err := newRunner(cold).Build(ctx, rootfs)
+		return err
+	}); err != nil {
+		return out, err
+	}
+	if err := timed("rootfs, cached", "same inputs again", func() error {
+		_, err := newRunner(cold).Build(ctx, rootfs)
+		return err
+	}); err != nil {
+		return out, err
+	}
+	// Config-only: the image of the warm cache, then one node's hostname changed.
+	r := newRunner(cache)
+	dist := filepath.Join(cold, "dist")
+	if err := BuildImage(ctx, p, r, configDir, dist, io.Discard); err != nil {
+		return out, err
+	}
+	changed := filepath.Join(cold, "config")
+	if err := os.CopyFS(changed, os.DirFS(configDir)); err != nil {
+		return out, err
+	}
+	extra := filepath.Join(changed, "12:34:56:78:9a:bc.yaml")
+	if err := os.WriteFile(extra, []byte("hostname: bench-node\nk3os:\n  role: agent\n  server_url: https://10.0.0.1:6443\n  token: bench\n"), 0o644); err != nil {
+		return out, err
+	}
+	if err := timed("image, config-only change", "a node added; kernel, root and boot files cached", func() error {
+		return BuildImage(ctx, p.WithKernel(p.KernelFlavour), newRunner(cache), changed, dist, io.Discard)
+	}); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// WriteBench saves results as JSON.
+func WriteBench(file string, rs []BenchResult) error {
+	b, _ := json.MarshalIndent(rs, "", "  ")
+	return WriteFileAtomic(file, append(b, '\n'), 0o644)
+}
