@@ -42,16 +42,27 @@ func pipeline(ctx context.Context) (*ci.Plan, *ci.Runner, func() error, error) {
 
 // Agent builds the on-device agent (static arm64) into dist/k3os-agent.
 func Agent(ctx context.Context) error {
+	return buildAndExport(ctx, func(p *ci.Plan) (*ci.Step, error) { return p.Agent(), nil },
+		map[string]string{"k3os-agent": "dist/k3os-agent"})
+}
+
+// buildAndExport builds one step of the plan and copies some of its
+// outputs (output name -> destination) into place.
+func buildAndExport(ctx context.Context, step func(*ci.Plan) (*ci.Step, error), files map[string]string) error {
 	p, r, done, err := pipeline(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	out, err := r.Build(ctx, p.Agent())
+	s, err := step(p)
 	if err != nil {
 		return err
 	}
-	return ci.Export(out, map[string]string{"k3os-agent": "dist/k3os-agent"})
+	out, err := r.Build(ctx, s)
+	if err != nil {
+		return err
+	}
+	return ci.Export(out, files)
 }
 
 // Clean removes dist/ and the build cache (steps, tools roots, downloads).
@@ -124,34 +135,13 @@ type Rootfs mg.Namespace
 
 // Lock resolves rootfs/packages.list against the mirror into rootfs/packages.lock.
 func (Rootfs) Lock(ctx context.Context) error {
-	p, r, done, err := pipeline(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	out, err := r.Build(ctx, p.RootfsLock())
-	if err != nil {
-		return err
-	}
-	return ci.Export(out, map[string]string{"packages.lock": "rootfs/packages.lock"})
+	return buildAndExport(ctx, func(p *ci.Plan) (*ci.Step, error) { return p.RootfsLock(), nil },
+		map[string]string{"packages.lock": "rootfs/packages.lock"})
 }
 
 // RootFS builds the root filesystem (dist/rootfs.squashfs) from rootfs/packages.lock, the agent, overlay/ and k3s ($K3S).
 func RootFS(ctx context.Context) error {
-	p, r, done, err := pipeline(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	s, err := p.Rootfs()
-	if err != nil {
-		return err
-	}
-	out, err := r.Build(ctx, s)
-	if err != nil {
-		return err
-	}
-	return ci.Export(out, map[string]string{"rootfs.squashfs": "dist/rootfs.squashfs"})
+	return buildAndExport(ctx, (*ci.Plan).Rootfs, map[string]string{"rootfs.squashfs": "dist/rootfs.squashfs"})
 }
 
 // Kernel holds the kernel targets besides the build itself.
@@ -159,16 +149,14 @@ type Kernel mg.Namespace
 
 // Lock pins the kernel, kernel source and Pi firmware packages into kernel/kernel.lock.
 func (Kernel) Lock(ctx context.Context) error {
-	p, r, done, err := pipeline(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	out, err := r.Build(ctx, p.KernelLock())
-	if err != nil {
-		return err
-	}
-	return ci.Export(out, map[string]string{"kernel.lock": "kernel/kernel.lock"})
+	return buildAndExport(ctx, func(p *ci.Plan) (*ci.Step, error) { return p.KernelLock(), nil },
+		map[string]string{"kernel.lock": "kernel/kernel.lock"})
+}
+
+// Build builds the kernel of $KERNEL (source, reduced, debian) into dist/kernel/ (Image, config, System.map).
+func (Kernel) Build(ctx context.Context) error {
+	return buildAndExport(ctx, (*ci.Plan).Kernel, map[string]string{
+		"Image": "dist/kernel/Image", "config": "dist/kernel/config", "System.map": "dist/kernel/System.map"})
 }
 
 // Image builds the SD-card image for config/ (or $CONFIG_DIR) into dist/, with .zst, manifest, SBOM and sha256sums.

@@ -253,12 +253,12 @@ func (s *Suite) DefaultConfig(ctx context.Context) error {
 // SD image as its SD card, up to the initramfs mounting the state
 // partition (the model has no ethernet, so that is as far as it can show).
 func (s *Suite) Raspi4bSmoke(ctx context.Context) error {
-	m := &Machine{Name: "raspi4b-smoke", Board: "raspi4b", Dir: filepath.Join(s.Dir, "raspi4b-smoke"), Image: s.Image, Run: s.Run}
+	m := &Machine{Name: "raspi4b-smoke", Board: "raspi4b", Dir: filepath.Join(s.Dir, "raspi4b-smoke"), Image: s.PiImage, Run: s.Run}
 	s.live = append(s.live, m)
 	if err := os.MkdirAll(m.Dir, 0o755); err != nil {
 		return err
 	}
-	if err := diskimage.ExtractBootFiles(s.Image, m.Dir, "Image", "initrd.img", "bcm2711-rpi-4-b.dtb"); err != nil {
+	if err := diskimage.ExtractBootFiles(m.Image, m.Dir, "Image", "initrd.img", "bcm2711-rpi-4-b.dtb"); err != nil {
 		return err
 	}
 	// QEMU wires the SD card to the legacy SDHCI (the Wi-Fi slot on a real

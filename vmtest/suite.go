@@ -76,7 +76,10 @@ type Suite struct {
 	Run   Runner
 	Dir   string // where each machine keeps its files and console log
 	Image string
-	Key   *Key
+	// PiImage is booted on the raspi4b model: Image, or the same image with
+	// a kernel that has the Pi's drivers.
+	PiImage string
+	Key     *Key
 	// K3s says whether the image carries k3s (its k3os-release).
 	K3s bool
 	// AgentBinary is the arm64 agent, packed into the test container image.
