@@ -191,7 +191,8 @@ func (r *Runner) run(ctx context.Context, s *Step) result {
 	if err := os.Rename(tmp, out); err != nil {
 		return result{err: err}
 	}
-	log.WithField("took", time.Since(start).Round(100*time.Millisecond).String()).Info("done")
+	// A step's last line is its report (a size, a count): show it.
+	log.WithFields(logrus.Fields{"took": time.Since(start).Round(100 * time.Millisecond).String(), "said": tail.Last()}).Info("done")
 	return result{key: key, out: out}
 }
 

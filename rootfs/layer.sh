@@ -34,7 +34,30 @@ layer() {
 	EOF
 	cp $r/etc/k3os-release /out/k3os-release
 	mksquashfs $r /out/rootfs.squashfs -comp zstd -Xcompression-level 15 -noappend -no-progress -quiet
-	du -k /out/rootfs.squashfs | awk '{printf "rootfs.squashfs: %.1f MiB\n", $1/1024}'
+	check /out/rootfs.squashfs "$k3s"
+}
+
+# The size budget of the root, in MiB: what the Debian packages may grow to
+# before someone decides, plus k3s when the image carries it.
+BUDGET_MIB=110
+K3S_BUDGET_MIB=90
+
+# check SQUASHFS K3S: what must and must not be in the root, read back with
+# unsquashfs, and its size against the budget.
+check() {
+	unsquashfs -lls "$1" > /work/listing
+	for p in /usr/local/bin/k3os-agent /usr/bin/containerd /usr/sbin/runc /usr/sbin/sshd /usr/lib/systemd/systemd /etc/k3os-release; do
+		grep -q " squashfs-root$p\( \|$\)" /work/listing || { echo "root check: $p is missing" >&2; exit 1; }
+	done
+	if grep -q 'squashfs-root/etc/ssh/ssh_host_' /work/listing; then
+		echo "root check: SSH host keys are baked in" >&2; exit 1
+	fi
+	grep -q ' 0 [0-9-]* [0-9:]* squashfs-root/etc/machine-id$' /work/listing || { echo "root check: /etc/machine-id is not empty" >&2; exit 1; }
+	budget=$BUDGET_MIB
+	[ "$2" = none ] || budget=$((BUDGET_MIB + K3S_BUDGET_MIB))
+	size=$(du -k "$1" | cut -f1)
+	echo "rootfs.squashfs: $((size / 1024)) MiB of a $budget MiB budget"
+	[ $((size / 1024)) -le $budget ] || { echo "root check: over the size budget (rootfs/layer.sh)" >&2; exit 1; }
 }
 
 layer

@@ -43,7 +43,7 @@ boot_cmd:
 run_cmd:
   - echo run_cmd ran > /run/k3os-test-run
 k3os:
-  modules: [dummy]
+  modules: [ip_vs]
   sysctl:
     vm.swappiness: 13
   dns_nameservers: [10.0.2.3]
