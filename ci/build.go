@@ -26,6 +26,7 @@ func BuildImage(ctx context.Context, p *Plan, r *Runner, configDir, dist string,
 	if err != nil {
 		return err
 	}
+	r.Log.Debug("image built; publishing")
 	m := Manifest{Image: p.ImageName(), Version: p.Version}
 	for _, n := range cluster.Nodes {
 		m.Nodes = append(m.Nodes, ManifestNode{MAC: n.Name(), Hostname: n.Doc.Config.Hostname, Role: n.Doc.Config.Role()})
@@ -62,9 +63,11 @@ func BuildImage(ctx context.Context, p *Plan, r *Runner, configDir, dist string,
 	if err != nil {
 		return err
 	}
+	r.Log.Debug("manifest and SBOM ready")
 	if err := Publish(ctx, dist, filepath.Join(out, p.ImageName()), m, sbom); err != nil {
 		return err
 	}
+	r.Log.Debug("published")
 	fmt.Fprintf(w, "%s: %d node config(s), kernel %s (%s), k3s: %s\n", filepath.Join(dist, p.ImageName()),
 		len(m.Nodes), m.Kernel.Release, m.Kernel.Flavour, m.K3s)
 	return nil

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -110,17 +111,12 @@ func Publish(ctx context.Context, dist, image string, m Manifest, sbom []byte) e
 		return err
 	}
 	m.SHA256 = map[string]string{}
-	sum, err := FileSHA256(dst)
+	// One read of the image: its hash and its .zst (and that one's hash).
+	imgSum, zstSum, err := compress(ctx, dst, dst+".zst")
 	if err != nil {
 		return err
 	}
-	m.SHA256[name] = sum
-	if err := compress(ctx, dst, dst+".zst"); err != nil {
-		return err
-	}
-	if m.SHA256[name+".zst"], err = FileSHA256(dst + ".zst"); err != nil {
-		return err
-	}
+	m.SHA256[name], m.SHA256[name+".zst"] = imgSum, zstSum
 	base := strings.TrimSuffix(name, ".img")
 	mj, _ := json.MarshalIndent(m, "", "  ")
 	files := map[string][]byte{base + ".manifest.json": append(mj, '\n'), base + ".spdx.json": sbom}
@@ -143,15 +139,26 @@ func Publish(ctx context.Context, dist, image string, m Manifest, sbom []byte) e
 	return WriteFileAtomic(filepath.Join(dist, "sha256sums"), []byte(sums.String()), 0o644)
 }
 
-func compress(ctx context.Context, src, dst string) error {
+// compress writes src as zstd to dst, atomically, and returns the sha256 of
+// both. The source's hash is computed beside the compression, on the other
+// core: the image is read from the page cache twice, in parallel.
+func compress(ctx context.Context, src, dst string) (srcSum, dstSum string, err error) {
+	sumc := make(chan error, 1)
+	go func() {
+		var err error
+		srcSum, err = FileSHA256(src)
+		sumc <- err
+	}()
 	in, err := os.Open(src)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	defer in.Close()
+	hOut := sha256.New()
 	pr, pw := io.Pipe()
 	go func() {
-		zw, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedDefault))
+		zw, err := zstd.NewWriter(io.MultiWriter(pw, hOut), zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithEncoderConcurrency(runtime.NumCPU()))
 		if err != nil {
 			pw.CloseWithError(err)
 			return
@@ -162,5 +169,12 @@ func compress(ctx context.Context, src, dst string) error {
 		}
 		pw.CloseWithError(err)
 	}()
-	return WriteAtomic(dst, 0o644, pr)
+	err = WriteAtomic(dst, 0o644, pr)
+	if serr := <-sumc; err == nil {
+		err = serr
+	}
+	if err != nil {
+		return "", "", err
+	}
+	return srcSum, hex.EncodeToString(hOut.Sum(nil)), nil
 }

@@ -28,7 +28,7 @@ func CacheRoot() string {
 func NewLogger(verbose bool) *logrus.Logger {
 	l := logrus.New()
 	l.SetOutput(os.Stderr)
-	l.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true, TimestampFormat: "15:04:05"})
+	l.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 	if verbose {
 		l.SetLevel(logrus.DebugLevel)
 	}

@@ -35,6 +35,11 @@ func Select(ctx context.Context, choice, cache string, log *logrus.Logger) (ci.E
 		return nil, nil, fmt.Errorf("ENGINE=%s: use host, dagger or auto", choice)
 	}
 	d := &dagger.Engine{Base: dagger.Base(getenv("DAGGER_BASE", string(dagger.BaseRegistry))), Log: log, Tarball: h.OCITarball}
+	if d.Base == dagger.BaseImport {
+		// No registry, so no outside network either: fetch on the host.
+		d.Fetch = h
+	}
+	log.WithField("base", d.Base).Info("dagger engine")
 	return d, d.Close, nil
 }
 

@@ -94,8 +94,6 @@ disk() {
 	stamp $s
 	used=$(du -sm --apparent-size $s | cut -f1)
 	state_mib=$((used + used / 10 + STATE_SLACK_MIB))
-	mke2fs -q -t ext4 -L K3OS_STATE -U $STATE_UUID -E hash_seed=$STATE_UUID,root_owner=0:0 \
-		-d $s /work/state.ext4 ${state_mib}M
 	img=/out/$IMAGE
 	total=$((ALIGN_MIB + BOOT_MIB + state_mib))
 	truncate -s ${total}M $img
@@ -106,7 +104,9 @@ disk() {
 	start=$((ALIGN_MIB + BOOT_MIB))MiB, type=83
 	TABLE
 	dd if=/in/boot/boot.vfat of=$img bs=1M seek=$ALIGN_MIB conv=notrunc,sparse status=none
-	dd if=/work/state.ext4 of=$img bs=1M seek=$((ALIGN_MIB + BOOT_MIB)) conv=notrunc,sparse status=none
+	# The state filesystem is made in place, at its partition's offset.
+	mke2fs -q -t ext4 -L K3OS_STATE -U $STATE_UUID -E hash_seed=$STATE_UUID,root_owner=0:0,offset=$(((ALIGN_MIB + BOOT_MIB) * 1048576)) \
+		-d $s $img ${state_mib}M
 	echo "image: ${total} MiB (boot ${BOOT_MIB} MiB, state ${state_mib} MiB)"
 }
 

@@ -43,6 +43,10 @@ type Engine struct {
 	Log     *logrus.Logger
 	// Connect opens the client; tests replace it.
 	Connect func(ctx context.Context, log io.Writer) (*dagger.Client, error)
+	// Fetch, when set, runs the steps that need the network (the module
+	// downloads, the locks): an engine without outside network gets their
+	// pinned results as inputs instead.
+	Fetch ci.Engine
 
 	mu     sync.Mutex
 	client *dagger.Client
@@ -110,6 +114,10 @@ func (e *Engine) Container(ctx context.Context, c *dagger.Client, t ci.Toolchain
 
 // Run runs the step in its toolchain container and exports /out to outDir.
 func (e *Engine) Run(ctx context.Context, s *ci.Step, inputs map[string]string, outDir string, log io.Writer) error {
+	if s.Network && e.Fetch != nil {
+		fmt.Fprintf(log, "network step: run by the %s engine\n", e.Fetch.Name())
+		return e.Fetch.Run(ctx, s, inputs, outDir, log)
+	}
 	c, err := e.connect(ctx)
 	if err != nil {
 		return err
