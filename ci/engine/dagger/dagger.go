@@ -143,7 +143,10 @@ func (e *Engine) Run(ctx context.Context, s *ci.Step, inputs map[string]string, 
 			ctr = ctr.WithMountedFile(dst, c.Host().File(path))
 			continue
 		}
-		ctr = ctr.WithMountedDirectory(dst, c.Host().Directory(path, dagger.HostDirectoryOpts{Include: include(in.Include)}), dagger.ContainerWithMountedDirectoryOpts{ReadOnly: true})
+		// A mounted host directory is a snapshot: what the step writes there
+		// never reaches the host. (No ReadOnly option: engines before v0.21
+		// reject it.)
+		ctr = ctr.WithMountedDirectory(dst, c.Host().Directory(path, dagger.HostDirectoryOpts{Include: include(in.Include)}))
 	}
 	for _, name := range s.Caches {
 		ctr = ctr.WithMountedCache(ci.CacheDir+"/"+name, c.CacheVolume("k3os-"+name))

@@ -97,7 +97,7 @@ func TestAgentStepQuery(t *testing.T) {
 			final := fe.queries[len(fe.queries)-1]
 			want := []string{
 				`container(platform:"linux/amd64")`,
-				`withMountedDirectory(`, `path:"/in/src"`, `path:"/in/mod"`, `readOnly:true`,
+				`withMountedDirectory(`, `path:"/in/src"`, `path:"/in/mod"`,
 				`withMountedCache(`, `path:"/cache/go-build"`,
 				`withWorkdir(path:"/work")`,
 				`name:"SOURCE_DATE_EPOCH"`, `value:"` + ci.SourceDateEpoch + `"`,
