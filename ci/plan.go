@@ -173,7 +173,7 @@ func (p *Plan) RootfsBase() (*Step, error) {
 				{Name: "debs", Downloads: debDownloads(debs, DebianMirror())},
 			},
 			Commands:   [][]string{{"sh", "/in/rootfs/build.sh", "base"}},
-			Outputs:    []string{"root", "packages.tsv"},
+			Outputs:    []string{"root.tar", "packages.tsv"},
 			Privileged: true,
 		}
 	}), nil

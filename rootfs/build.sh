@@ -6,7 +6,8 @@
 #                   write /out/packages.lock: every package of the root with
 #                   its version, pool path, size and sha256
 #   build.sh base   install exactly the locked packages (debs handed in at
-#                   /in/debs, no network) into /out/root
+#                   /in/debs, no network) into /out/root.tar (a tar keeps
+#                   owners and modes through any engine's export)
 #
 # The cheap last layer (agent, overlay/, k3s) is layer.sh, so that changing
 # it does not rebuild this.
@@ -70,7 +71,7 @@ base() {
 		release $repo/dists/$SUITE > /work/Release
 	mv /work/Release $repo/dists/$SUITE/Release
 	with_arm64 sh "$0" base-install $root
-	du -sh /out/root | awk '{print "root size: " $1}'
+	echo "root size: $(du -k /out/root.tar | cut -f1) KiB"
 }
 
 base_install() {
@@ -91,9 +92,8 @@ base_install() {
 		--customize-hook="$undivert" \
 		--customize-hook="sh $0 customize \"\$1\"" \
 		$SUITE "$root" "deb [trusted=yes] copy:///work/repo $SUITE main"
-	# Leave the tmpfs: copy out, keeping owners, modes, links and xattrs.
-	mkdir /out/root
-	cp -a "$root"/. /out/root/
+	# Leave the tmpfs as a tar: owners, modes, links, times, in name order.
+	tar -C "$root" --sort=name --numeric-owner --xattrs -cf /out/root.tar .
 	umount "$root"
 }
 
@@ -111,6 +111,8 @@ customize() {
 		update-ca-certificates --fresh >/dev/null' sh "$r"
 	# No host keys: every node makes its own on first boot.
 	rm -f "$r"/etc/ssh/ssh_host_*
+	# systemd-resolved's backup of the build machine's resolv.conf.
+	rm -f "$r/etc/.resolv.conf.systemd-resolved.bak"
 	echo k3os > "$r/etc/hostname"
 	ln -sf ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
 	# Mount point of the state partition.

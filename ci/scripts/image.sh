@@ -20,7 +20,7 @@ DISK_ID=0x4b334f53
 INITRD_MODULES="sdhci sdhci-pltfm sdhci-iproc mmc_block gpio-regulator reset-raspberrypi
 pcie-brcmstb xhci-pci usb-storage uas
 virtio_pci virtio_mmio virtio_blk virtio_net
-bcmgenet broadcom mdio-bcm-unimac
+genet broadcom mdio-bcm-unimac
 crc32c_generic ext4 squashfs loop overlay"
 
 stamp() { find "$1" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +; }
@@ -80,7 +80,11 @@ boot() {
 	mkfs.vfat -C -F 32 -n K3OS_BOOT --invariant /out/boot.vfat $((BOOT_MIB * 1024)) >/dev/null
 	(cd /work/boot && LC_ALL=C ls | while read -r f; do mcopy -m -i /out/boot.vfat "$f" ::/; done)
 	rel=$(cat /in/kernel/kernel.release)
-	mksquashfs /in/kernel/modroot/lib/modules /out/modules.squashfs -comp zstd -noappend -no-progress -quiet
+	# Owners and times fixed here: the kernel step's files may come through
+	# an engine's export, which does not keep them.
+	# (mksquashfs refuses SOURCE_DATE_EPOCH beside -all-time.)
+	env -u SOURCE_DATE_EPOCH mksquashfs /in/kernel/modroot/lib/modules /out/modules.squashfs -comp zstd -noappend -no-progress -quiet \
+		-all-root -all-time "$SOURCE_DATE_EPOCH" -mkfs-time "$SOURCE_DATE_EPOCH" -no-xattrs
 	echo "boot: kernel $rel, $(du -k /out/modules.squashfs | cut -f1) KiB of modules"
 }
 
