@@ -167,6 +167,7 @@ func (s *Suite) boot(ctx context.Context, m *Machine, fresh bool) error {
 // All runs every case; it stops at the first failure, keeping logs in Dir.
 func (s *Suite) All(ctx context.Context) error {
 	s.Timings = map[string]map[string]time.Duration{}
+	passed := 0
 	if err := os.WriteFile(filepath.Join(s.Dir, "ssh-key"), s.Key.PEM, 0o600); err != nil {
 		return err
 	}
@@ -196,7 +197,9 @@ func (s *Suite) All(ctx context.Context) error {
 			return fmt.Errorf("boot test %s: %w (logs in %s)", c.name, err, s.Dir)
 		}
 		s.logf("--- PASS %s (%s)", c.name, time.Since(start).Round(time.Second))
+		passed++
 	}
+	s.logf("boot test: %d passed, 0 failed", passed)
 	return s.writeTimings()
 }
 
