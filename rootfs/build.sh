@@ -92,8 +92,15 @@ base_install() {
 		--customize-hook="$undivert" \
 		--customize-hook="sh $0 customize \"\$1\"" \
 		$SUITE "$root" "deb [trusted=yes] copy:///work/repo $SUITE main"
-	# Leave the tmpfs as a tar: owners, modes, links, times, in name order.
-	tar -C "$root" --sort=name --numeric-owner --xattrs -cf /out/root.tar .
+	# No package manager state: apt is not in the root, and its lists
+	# directory belongs to _apt or root depending on where it was built.
+	rm -rf "$root/var/lib/apt" "$root/var/cache/apt"
+	# Leave the tmpfs as a tar: owners, modes, links, xattrs, in name order,
+	# times clamped as the squashfs will clamp them (so that the tar, too, is
+	# the same bytes from any engine, any day).
+	tar -C "$root" --sort=name --numeric-owner --xattrs --format=posix \
+		--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+		--mtime="@$SOURCE_DATE_EPOCH" --clamp-mtime -cf /out/root.tar .
 	umount "$root"
 }
 
@@ -117,8 +124,7 @@ customize() {
 	ln -sf ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
 	# Mount point of the state partition.
 	mkdir -p "$r/k3os"
-	# The image has no package manager state to keep.
-	rm -rf "$r/var/lib/apt/lists" "$r/var/cache/apt" "$r/var/log/"*.log "$r/var/log/apt"
+	rm -rf "$r/var/log/"*.log "$r/var/log/apt"
 	# What was installed, for the SBOM, with the licenses named in each
 	# package's machine-readable copyright file (where it has one).
 	chroot "$r" dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n' | sort |

@@ -8,9 +8,6 @@ layer() {
 	r=/work/root
 	mkdir $r
 	tar -C $r --numeric-owner --xattrs -xpf /in/base/root.tar
-	# No package manager on an immutable root (and apt's lists directory
-	# belongs to _apt or root depending on where it was built).
-	rm -rf $r/var/lib/apt $r/var/cache/apt
 	install -m 0755 /in/agent/k3os-agent $r/usr/local/bin/k3os-agent
 	(cd /in/overlay && tar --exclude=./README.md --owner=0 --group=0 --numeric-owner -cf - .) | tar -C $r -xpf -
 	# Mount points of the initramfs: kernel modules, the state partition.

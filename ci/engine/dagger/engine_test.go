@@ -34,7 +34,10 @@ func TestStepsMatchHostEngine(t *testing.T) {
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
 	hostCache := ci.CacheRoot()
-	daggerCache := filepath.Join(os.TempDir(), "k3os-dagger-test-cache")
+	daggerCache := os.Getenv("K3OS_DAGGER_CACHE") // reuse an earlier run's outputs
+	if daggerCache == "" {
+		daggerCache = filepath.Join(os.TempDir(), "k3os-dagger-test-cache")
+	}
 	h := host.New(hostCache, log)
 	d := &dagger.Engine{Base: dagger.BaseImport, Tarball: h.OCITarball, Fetch: h, Log: log}
 	defer d.Close()
