@@ -1,7 +1,6 @@
 package ci
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/k3os-rpi/k3os-rpi4/diskimage"
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
 
@@ -75,21 +75,10 @@ type ManifestNode struct {
 	Role     string `json:"role"`
 }
 
-// Release reads KEY=VALUE lines (the image's /etc/k3os-release).
+// Release reads an image's k3os-release file (empty when it cannot).
 func Release(file string) map[string]string {
-	m := map[string]string{}
-	f, err := os.Open(file)
-	if err != nil {
-		return m
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			m[k] = v
-		}
-	}
-	return m
+	b, _ := os.ReadFile(file)
+	return diskimage.ParseRelease(b)
 }
 
 // Publish puts an image's outputs into dist: the image, its .zst, the

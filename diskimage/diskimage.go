@@ -112,13 +112,20 @@ func Inspect(p string) (*Info, error) {
 		}
 	}
 	if b, err := readAll(state, "k3os/system/"+info.Current+"/k3os-release"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, "="); ok {
-				info.Release[k] = v
-			}
-		}
+		info.Release = ParseRelease(b)
 	}
 	return info, nil
+}
+
+// ParseRelease reads the KEY=VALUE lines of an image's k3os-release.
+func ParseRelease(b []byte) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
 }
 
 type readFS interface {

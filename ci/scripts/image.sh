@@ -109,7 +109,9 @@ disk() {
 	TABLE
 	dd if=/in/boot/boot.vfat of=$img bs=1M seek=$ALIGN_MIB conv=notrunc,sparse status=none
 	# The state filesystem is made in place, at its partition's offset.
-	mke2fs -q -t ext4 -L K3OS_STATE -U $STATE_UUID -E hash_seed=$STATE_UUID,root_owner=0:0,offset=$(((ALIGN_MIB + BOOT_MIB) * 1048576)) \
+	# 4 KiB blocks: the filesystem grows to the whole card on first boot,
+	# and a block size cannot change then.
+	mke2fs -q -t ext4 -b 4096 -L K3OS_STATE -U $STATE_UUID -E hash_seed=$STATE_UUID,root_owner=0:0,offset=$(((ALIGN_MIB + BOOT_MIB) * 1048576)) \
 		-d $s $img ${state_mib}M
 	echo "image: ${total} MiB (boot ${BOOT_MIB} MiB, state ${state_mib} MiB)"
 }
