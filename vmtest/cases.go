@@ -111,6 +111,8 @@ func (s *Suite) checkNode(ctx context.Context, m *Machine, sess *Session) error 
 		{"boot_cmd ran", "cat /run/k3os-test-boot", "boot_cmd ran"},
 		{"cgroup memory controller", "grep -ow memory /sys/fs/cgroup/cgroup.controllers", "memory"},
 		{"root filesystem read-only", "findmnt -no FSTYPE,OPTIONS / | cut -d, -f1", "squashfs ro"},
+		// The disk is 2 GiB; the image's state partition some 150 MiB.
+		{"state partition grown to the disk", "test $(df -B1 --output=size /k3os/state | tail -1) -gt 1500000000 && echo grown", "grown"},
 		{"every apply step ok", "sudo k3os-agent status >/dev/null && echo ok", "ok"},
 	} {
 		if err := check(sess, c.what, c.cmd, c.want); err != nil {

@@ -208,10 +208,10 @@ func (in *Init) mountRoot(version string) error {
 		}
 	}
 	// The state partition stays visible at /k3os/state (config, upgrades).
-	if err := os.MkdirAll(newRoot+"/k3os/state", 0o755); err != nil && !errors.Is(err, unix.EROFS) {
+	if err := os.MkdirAll(newRoot+StateMount, 0o755); err != nil && !errors.Is(err, unix.EROFS) {
 		return err
 	}
-	return unix.Mount(stateMnt, newRoot+"/k3os/state", "", unix.MS_MOVE, "")
+	return unix.Mount(stateMnt, newRoot+StateMount, "", unix.MS_MOVE, "")
 }
 
 func overlay(target, dir string) error {

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // GrowPlan says whether a partition can grow: it does when it is the last
@@ -51,9 +54,13 @@ func PlanGrow(sysBlock, dev string) (GrowPlan, error) {
 	return p, nil
 }
 
-// Grow extends the state partition and its (mounted) ext4 filesystem to
-// the end of the disk, as the first boot of a freshly flashed card does.
-func Grow(ctx context.Context, dev string) (GrowPlan, error) {
+// StateMount is where the booted system has the state partition.
+const StateMount = "/k3os/state"
+
+// Grow extends the state partition and its ext4 filesystem, mounted at
+// mnt, to the end of the disk, as the first boot of a freshly flashed card
+// does.
+func Grow(ctx context.Context, dev, mnt string) (GrowPlan, error) {
 	p, err := PlanGrow("/sys/class/block", dev)
 	if err != nil || !p.Grow {
 		return p, err
@@ -64,7 +71,6 @@ func Grow(ctx context.Context, dev string) (GrowPlan, error) {
 	}{
 		{",+\n", []string{"sfdisk", "--no-reread", "--no-tell-kernel", "-q", "-N", strconv.Itoa(p.Number), p.Disk}},
 		{"", []string{"partx", "-u", "--nr", strconv.Itoa(p.Number), p.Disk}},
-		{"", []string{"resize2fs", p.Part}},
 	}
 	for _, s := range steps {
 		cmd := exec.CommandContext(ctx, s.argv[0], s.argv[1:]...)
@@ -73,5 +79,37 @@ func Grow(ctx context.Context, dev string) (GrowPlan, error) {
 			return p, fmt.Errorf("%s: %v: %s", strings.Join(s.argv, " "), err, strings.TrimSpace(string(out)))
 		}
 	}
-	return p, nil
+	b, err := os.ReadFile(filepath.Join("/sys/class/block", filepath.Base(dev), "size"))
+	if err != nil {
+		return p, err
+	}
+	sectors, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return p, err
+	}
+	return p, resizeFS(mnt, sectors*512)
+}
+
+// ext4IocResizeFS is EXT4_IOC_RESIZE_FS, _IOW('f', 16, __u64).
+const ext4IocResizeFS = 0x40086610
+
+// resizeFS grows the mounted ext4 filesystem at mnt to size bytes, with the
+// ioctl that resize2fs uses on a mounted filesystem. Called directly: some
+// resize2fs builds take a filesystem that is mounted only through a moved
+// mount for an unmounted one and then cannot open it exclusively.
+func resizeFS(mnt string, size int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil {
+		return err
+	}
+	blocks := uint64(size) / uint64(st.Bsize)
+	f, err := os.Open(mnt)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), ext4IocResizeFS, uintptr(unsafe.Pointer(&blocks))); errno != 0 {
+		return fmt.Errorf("resizing the filesystem at %s to %d blocks: %w", mnt, blocks, errno)
+	}
+	return nil
 }

@@ -171,7 +171,7 @@ func cmdGrow(ctx context.Context, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
-	p, err := boot.Grow(ctx, rec.StateDevice)
+	p, err := boot.Grow(ctx, rec.StateDevice, boot.StateMount)
 	if err != nil {
 		return err
 	}
