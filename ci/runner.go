@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -372,6 +373,8 @@ func TreeDigest(root string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), err
 }
 
+var ansi = regexp.MustCompile("\x1b\\[[0-9;]*[A-Za-z]")
+
 // tailWriter keeps the last lines written to it.
 type tailWriter struct {
 	mu    sync.Mutex
@@ -382,7 +385,8 @@ type tailWriter struct {
 func (t *tailWriter) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.part + strings.ReplaceAll(string(p), "\r", "\n")
+	// Terminal colours (Dagger's progress) are noise in a log line.
+	s := t.part + ansi.ReplaceAllString(strings.ReplaceAll(string(p), "\r", "\n"), "")
 	parts := strings.Split(s, "\n")
 	t.part = parts[len(parts)-1]
 	for _, l := range parts[:len(parts)-1] {

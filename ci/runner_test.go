@@ -112,3 +112,12 @@ func TestStepValidate(t *testing.T) {
 		t.Error("an absolute output passed")
 	}
 }
+
+func TestTailWriterStripsColours(t *testing.T) {
+	var w tailWriter
+	w.Write([]byte("\x1b[95m38  : \x1b[0mContainer.\x1b[1mdirectory\x1b[0m DONE\nlast "))
+	w.Write([]byte("line\n"))
+	if got := w.String(); got != "38  : Container.directory DONE\nlast line" {
+		t.Errorf("tail = %q", got)
+	}
+}
