@@ -196,6 +196,9 @@ func (s *Step) Definition() []byte {
 	return b
 }
 
+// Digest is the hex sha256 of a string.
+func Digest(s string) string { return digest(s) }
+
 func digest(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])

@@ -27,11 +27,11 @@ import (
 func pipeline(ctx context.Context) (*ci.Plan, *ci.Runner, func() error, error) {
 	log := ci.NewLogger(mg.Verbose())
 	cache := ci.CacheRoot()
-	eng, closeEngine, err := engine.Select(ctx, os.Getenv("ENGINE"), cache, log)
+	wd, _ := os.Getwd()
+	eng, closeEngine, err := engine.Select(ctx, os.Getenv("ENGINE"), wd, cache, log)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	wd, _ := os.Getwd()
 	r := &ci.Runner{Engine: eng, Cache: cache, Project: wd, Log: log}
 	if t := ci.Terminal(); t != nil {
 		r.Progress = t
@@ -127,7 +127,11 @@ func Boottest(ctx context.Context) error {
 		return err
 	}
 	defer done()
-	return boottest.Run(ctx, p, r, host.New(r.Cache, r.Log), "dist", os.Stdout)
+	h, err := engine.Host(r.Project, r.Cache, r.Log)
+	if err != nil {
+		return err
+	}
+	return boottest.Run(ctx, p, r, h, "dist", os.Stdout)
 }
 
 // Rootfs holds the root filesystem targets besides the build itself.
@@ -195,11 +199,37 @@ func Bench(ctx context.Context) error {
 	}
 	defer done()
 	newRunner := func(cache string) *ci.Runner {
-		return &ci.Runner{Engine: host.New(cache, r.Log), Cache: cache, Project: r.Project, Log: r.Log}
+		h, _ := engine.Host(r.Project, cache, r.Log) // the lock was read once already by pipeline()
+		return &ci.Runner{Engine: h, Cache: cache, Project: r.Project, Log: r.Log}
 	}
 	rs, err := ci.Bench(ctx, p, newRunner, r.Cache, configDir(), os.Stdout)
 	if err != nil {
 		return err
 	}
 	return ci.WriteBench("dist/bench.json", rs)
+}
+
+// Toolchains holds the toolchain targets.
+type Toolchains mg.Namespace
+
+// Lock records every toolchain's exact package set into ci/toolchains.lock (from fresh host tools roots).
+func (Toolchains) Lock(ctx context.Context) error {
+	log := ci.NewLogger(mg.Verbose())
+	tmp, err := os.MkdirTemp("", "k3os-toolchains-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	h := host.New(tmp, log) // fresh roots, no pins: what the mirror has now
+	lock := ci.ToolchainLock{}
+	for _, t := range ci.Toolchains {
+		root, err := h.ToolsRoot(ctx, t, os.Stderr)
+		if err != nil {
+			return err
+		}
+		if err := lock.AddRoot(t, root); err != nil {
+			return err
+		}
+	}
+	return lock.Write(ci.ToolchainLockFile)
 }

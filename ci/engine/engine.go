@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/sirupsen/logrus"
 
@@ -15,9 +16,13 @@ import (
 )
 
 // Select returns the engine named by choice ("" means auto), and the
-// function that releases it.
-func Select(ctx context.Context, choice, cache string, log *logrus.Logger) (ci.Engine, func() error, error) {
-	h := host.New(cache, log)
+// function that releases it. Both engines pin the toolchains to the
+// project's ci/toolchains.lock.
+func Select(ctx context.Context, choice, project, cache string, log *logrus.Logger) (ci.Engine, func() error, error) {
+	h, err := Host(project, cache, log)
+	if err != nil {
+		return nil, nil, err
+	}
 	none := func() error { return nil }
 	switch choice {
 	case "host":
@@ -34,7 +39,7 @@ func Select(ctx context.Context, choice, cache string, log *logrus.Logger) (ci.E
 	default:
 		return nil, nil, fmt.Errorf("ENGINE=%s: use host, dagger or auto", choice)
 	}
-	d := &dagger.Engine{Base: dagger.Base(getenv("DAGGER_BASE", string(dagger.BaseRegistry))), Log: log, Tarball: h.OCITarball}
+	d := &dagger.Engine{Base: dagger.Base(getenv("DAGGER_BASE", string(dagger.BaseRegistry))), Log: log, Tarball: h.OCITarball, Pins: h.Pins}
 	if d.Base == dagger.BaseImport {
 		// No registry, so no outside network either: fetch on the host.
 		d.Fetch = h
@@ -48,4 +53,15 @@ func getenv(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// Host returns the host engine with the project's toolchain pins.
+func Host(project, cache string, log *logrus.Logger) (*host.Engine, error) {
+	pins, err := ci.ReadToolchainLock(filepath.Join(project, ci.ToolchainLockFile))
+	if err != nil {
+		return nil, err
+	}
+	h := host.New(cache, log)
+	h.Pins = pins
+	return h, nil
 }

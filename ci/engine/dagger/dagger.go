@@ -43,6 +43,10 @@ type Engine struct {
 	Log     *logrus.Logger
 	// Connect opens the client; tests replace it.
 	Connect func(ctx context.Context, log io.Writer) (*dagger.Client, error)
+	// Pins fix each toolchain's package versions (ci/toolchains.lock): the
+	// registry base installs exactly the versions the host engine's tools
+	// roots hold.
+	Pins ci.ToolchainLock
 	// Fetch, when set, runs the steps that need the network (the module
 	// downloads, the locks): an engine without outside network gets their
 	// pinned results as inputs instead.
@@ -105,9 +109,13 @@ func (e *Engine) Container(ctx context.Context, c *dagger.Client, t ci.Toolchain
 	for _, s := range t.Suites[1:] {
 		fmt.Fprintf(&sources, "deb http://deb.debian.org/debian %s main\n", s)
 	}
+	pkgs := t.Packages
+	if pins := e.Pins.Pins(t); pins != nil {
+		pkgs = pins
+	}
 	install := fmt.Sprintf("printf '%s' > /etc/apt/sources.list.d/k3os.list && apt-get update -qq && "+
-		"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends %s && rm -rf /var/lib/apt/lists/*",
-		sources.String(), strings.Join(t.Packages, " "))
+		"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades %s && rm -rf /var/lib/apt/lists/*",
+		sources.String(), strings.Join(pkgs, " "))
 	return c.Container(dagger.ContainerOpts{Platform: platform}).From(img).
 		WithExec([]string{"sh", "-euc", install}), nil
 }

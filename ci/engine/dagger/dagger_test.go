@@ -70,6 +70,7 @@ func fakeEngineFor(t *testing.T, base Base) (*Engine, *fakeEngine) {
 	srv := httptest.NewServer(fe)
 	t.Cleanup(srv.Close)
 	e := &Engine{Base: base, Log: logrus.New(),
+		Pins: ci.ToolchainLock{ci.GoToolchain.Key(): {"golang-1.26-go": "1.26.11-1~bpo13+1", "ca-certificates": "20250419+deb13u1"}},
 		Connect: func(ctx context.Context, log io.Writer) (*dagger.Client, error) {
 			return dagger.Connect(ctx, dagger.WithConn(&fakeConn{Client: srv.Client(), host: srv.Listener.Addr().String()}))
 		},
@@ -106,7 +107,8 @@ func TestAgentStepQuery(t *testing.T) {
 				`directory(path:"/out")`, `export(path:"` + out + `")`,
 			}
 			if base == BaseRegistry {
-				want = append(want, `from(address:"`+DebianImages["trixie"]+`")`, `apt-get install`, `golang-1.26-go`, `trixie-backports`)
+				// The registry base installs the versions the lock pins.
+				want = append(want, `from(address:"`+DebianImages["trixie"]+`")`, `apt-get install`, `golang-1.26-go=1.26.11-1~bpo13+1`, `trixie-backports`)
 			} else {
 				want = append(want, `import(source:"fake-id-`)
 			}

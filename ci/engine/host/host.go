@@ -31,6 +31,8 @@ type Engine struct {
 	Cache  string
 	Mirror string
 	Log    *logrus.Logger
+	// Pins fix each toolchain's package versions (ci/toolchains.lock).
+	Pins ci.ToolchainLock
 
 	mu sync.Mutex
 }
@@ -88,7 +90,15 @@ func tail(b []byte) string {
 func (e *Engine) ToolsRoot(ctx context.Context, t ci.Toolchain, log io.Writer) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	dir := filepath.Join(e.Cache, "toolroots", t.Key())
+	include := t.Packages
+	name := t.Key()
+	pins := e.Pins.Pins(t)
+	if pins != nil {
+		// Exactly the locked set: a root of its own for each lock.
+		include = pins
+		name += "-" + ci.Digest(strings.Join(pins, " "))[:8]
+	}
+	dir := filepath.Join(e.Cache, "toolroots", name)
 	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
 		return dir, nil
 	}
@@ -102,13 +112,16 @@ func (e *Engine) ToolsRoot(ctx context.Context, t ci.Toolchain, log io.Writer) (
 	defer os.RemoveAll(tmp)
 	e.Log.WithFields(logrus.Fields{"toolchain": t.Key(), "packages": len(t.Packages)}).Info("building tools root")
 	args := []string{"--mode=root", "--variant=apt", "--arch=" + t.Arch,
-		"--include=" + strings.Join(t.Packages, ","), t.Suites[0], tmp}
+		"--include=" + strings.Join(include, ","), t.Suites[0], tmp}
 	for _, s := range t.Suites {
 		args = append(args, fmt.Sprintf("deb %s %s main", e.Mirror, s))
 	}
 	c := exec.CommandContext(ctx, "mmdebstrap", args...)
 	c.Stdout, c.Stderr = log, log
 	if err := c.Run(); err != nil {
+		if pins != nil {
+			return "", fmt.Errorf("building tools root %s with the versions of %s (has the mirror moved on? refresh with go tool mage toolchains:lock): %w", t.Key(), ci.ToolchainLockFile, err)
+		}
 		return "", fmt.Errorf("building tools root %s with mmdebstrap: %w", t.Key(), err)
 	}
 	// What the root holds, for the record (and the step's log).

@@ -28,6 +28,11 @@ func TestAgentStepCachedAndReproducible(t *testing.T) {
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
 	eng := New(ci.CacheRoot(), log) // tools roots are shared with real builds
+	pins, err := ci.ReadToolchainLock(filepath.Join(project(t), ci.ToolchainLockFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.Pins = pins
 	build := func(cache string) ([]byte, time.Duration) {
 		t.Helper()
 		r := &ci.Runner{Engine: eng, Cache: cache, Project: project(t), Log: log}
