@@ -7,10 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -116,13 +117,8 @@ func Publish(ctx context.Context, dist, image string, m Manifest, sbom []byte) e
 		h := sha256.Sum256(b)
 		m.SHA256[f] = hex.EncodeToString(h[:])
 	}
-	names := make([]string, 0, len(m.SHA256))
-	for f := range m.SHA256 {
-		names = append(names, f)
-	}
-	sort.Strings(names)
 	var sums strings.Builder
-	for _, f := range names {
+	for _, f := range slices.Sorted(maps.Keys(m.SHA256)) {
 		fmt.Fprintf(&sums, "%s  %s\n", m.SHA256[f], f)
 	}
 	return WriteFileAtomic(filepath.Join(dist, "sha256sums"), []byte(sums.String()), 0o644)

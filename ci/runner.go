@@ -8,11 +8,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -418,12 +419,7 @@ func (t *tailWriter) String() string {
 // Export copies files of a step's output into dist (or another directory)
 // atomically: each lands under its final name only when complete.
 func Export(outDir string, files map[string]string) error {
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, src := range names {
+	for _, src := range slices.Sorted(maps.Keys(files)) {
 		if err := CopyFileAtomic(filepath.Join(outDir, src), files[src]); err != nil {
 			return err
 		}

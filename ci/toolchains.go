@@ -3,8 +3,10 @@ package ci
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -85,18 +87,8 @@ func (l ToolchainLock) AddRoot(t Toolchain, root string) error {
 func (l ToolchainLock) Write(file string) error {
 	var b strings.Builder
 	b.WriteString("# Every toolchain's Debian packages, exactly: go tool mage toolchains:lock\n")
-	keys := make([]string, 0, len(l))
-	for k := range l {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		names := make([]string, 0, len(l[k]))
-		for n := range l[k] {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		for _, n := range slices.Sorted(maps.Keys(l[k])) {
 			fmt.Fprintf(&b, "%s %s %s\n", k, n, l[k][n])
 		}
 	}

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -175,13 +177,8 @@ func (i *Info) Render(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %d  type 0x%02x  start %d MiB  size %d MiB%s\n", p.Number, p.Type, p.StartSector/2048, p.Sectors/2048, boot)
 	}
-	names := make([]string, 0, len(i.BootFiles))
-	for n := range i.BootFiles {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	fmt.Fprintln(w, "boot files:")
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(i.BootFiles)) {
 		fmt.Fprintf(w, "  %-24s %10d\n", n, i.BootFiles[n])
 	}
 	fmt.Fprintf(w, "cmdline: %s\n", i.Cmdline)

@@ -3,6 +3,7 @@ package apply
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -30,11 +31,7 @@ func quoteValue(v string) (string, error) {
 
 // envLines are NAME=value lines for env, sorted by name.
 func envLines(env map[string]string) ([]string, error) {
-	names := make([]string, 0, len(env))
-	for n := range env {
-		names = append(names, n)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(env))
 	var ls []string
 	var errs []error
 	for _, n := range names {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"path/filepath"
 	"slices"
@@ -36,11 +37,7 @@ DHCP=yes
 // interfaces that earlier configs had.
 func networkStep(ctx context.Context, c *Context) error {
 	ifaces := c.cfg().K3OS.Network
-	names := make([]string, 0, len(ifaces))
-	for n := range ifaces {
-		names = append(names, n)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(ifaces))
 	var errs []error
 	keep := map[string]bool{}
 	for _, n := range names {

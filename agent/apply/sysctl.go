@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -13,11 +14,7 @@ const sysctlFile = "/etc/sysctl.d/90-k3os.conf"
 // sysctlStep writes the config's sysctl settings and applies them now.
 func sysctlStep(ctx context.Context, c *Context) error {
 	settings := c.cfg().K3OS.Sysctl
-	keys := make([]string, 0, len(settings))
-	for k := range settings {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(settings))
 	var ls []string
 	var errs []error
 	for _, k := range keys {
