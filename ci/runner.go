@@ -64,7 +64,7 @@ func (r *Runner) inputDigest(ctx context.Context, in Input) (string, error) {
 	case in.Download != nil:
 		return in.Download.SHA256, nil
 	case len(in.Downloads) > 0:
-		return digest(downloadSetList(in.Downloads)), nil
+		return Digest(downloadSetList(in.Downloads)), nil
 	case in.Step != nil:
 		// A step's output is determined by its key.
 		res := r.build(ctx, in.Step)
@@ -152,14 +152,12 @@ func (r *Runner) run(ctx context.Context, s *Step) result {
 			inputs[in.Name] = r.path(in.Path)
 		}
 	}
+	if err := os.MkdirAll(filepath.Join(r.Cache, "steps"), 0o755); err != nil {
+		return result{err: err}
+	}
 	tmp, err := os.MkdirTemp(filepath.Join(r.Cache, "steps"), ".tmp-"+s.Name+"-")
 	if err != nil {
-		if err := os.MkdirAll(filepath.Join(r.Cache, "steps"), 0o755); err != nil {
-			return result{err: err}
-		}
-		if tmp, err = os.MkdirTemp(filepath.Join(r.Cache, "steps"), ".tmp-"+s.Name+"-"); err != nil {
-			return result{err: err}
-		}
+		return result{err: err}
 	}
 	defer os.RemoveAll(tmp)
 	logPath := filepath.Join(r.Cache, "logs", s.Name+".log")
@@ -296,7 +294,7 @@ func downloadSetList(ds []Download) string {
 // directory holding each under its name, as hard links into the download
 // cache.
 func (r *Runner) downloadSet(ctx context.Context, ds []Download) (string, error) {
-	dir := filepath.Join(r.Cache, "downloads", "sets", digest(downloadSetList(ds))[:32])
+	dir := filepath.Join(r.Cache, "downloads", "sets", Digest(downloadSetList(ds))[:32])
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}

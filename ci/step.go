@@ -36,7 +36,7 @@ type Toolchain struct {
 func (t Toolchain) Key() string {
 	pk := append([]string(nil), t.Packages...)
 	sort.Strings(pk)
-	return t.Suites[0] + "-" + t.Arch + "-" + digest(strings.Join(t.Suites, " ") + "\n" + strings.Join(pk, "\n"))[:12]
+	return t.Suites[0] + "-" + t.Arch + "-" + Digest(strings.Join(t.Suites, " ") + "\n" + strings.Join(pk, "\n"))[:12]
 }
 
 // Input is something a step reads, mounted read-only at /in/<Name>. It is
@@ -197,9 +197,7 @@ func (s *Step) Definition() []byte {
 }
 
 // Digest is the hex sha256 of a string.
-func Digest(s string) string { return digest(s) }
-
-func digest(s string) string {
+func Digest(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
 }

@@ -198,8 +198,13 @@ func Bench(ctx context.Context) error {
 		return err
 	}
 	defer done()
+	pinned, err := engine.Host(r.Project, r.Cache, r.Log)
+	if err != nil {
+		return err
+	}
 	newRunner := func(cache string) *ci.Runner {
-		h, _ := engine.Host(r.Project, cache, r.Log) // the lock was read once already by pipeline()
+		h := host.New(cache, r.Log)
+		h.Pins = pinned.Pins
 		return &ci.Runner{Engine: h, Cache: cache, Project: r.Project, Log: r.Log}
 	}
 	rs, err := ci.Bench(ctx, p, newRunner, r.Cache, configDir(), os.Stdout)
