@@ -2,7 +2,7 @@
 # Builds the kernel outputs:
 #   build.sh debian          Debian's prebuilt arm64 kernel (KERNEL=debian),
 #                            from the locked linux-image deb in /in/debs
-#   build.sh config FLAVOUR  the .config of linux-source (full or reduced):
+#   build.sh config FLAVOUR  the .config of linux-source (source or reduced):
 #                            base + fragments, merged -> /out/config
 #   build.sh build           the kernel of /in/config/config
 # Outputs in /out: Image, config, System.map, kernel.release, dtbs/ (the
@@ -27,7 +27,7 @@ config() {
 	cd $src
 	mkdir -p /work/o
 	case "$1" in
-	full)
+	source)
 		dpkg-deb --fsys-tarfile /in/source/linux-config-*.deb | tar -x -C /work --wildcards '*config.arm64_none_arm64.xz'
 		xz -dc /work/usr/src/linux-config-*/config.arm64_none_arm64.xz > /work/debian.config
 		scripts/kconfig/merge_config.sh -O /work/o /work/debian.config $F/rpi4.config $F/k3s.config $F/qemu-virt.config $F/nodebug.config >/work/merge.log ;;
