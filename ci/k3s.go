@@ -2,31 +2,50 @@ package ci
 
 import (
 	"crypto/sha256"
+	"debug/buildinfo"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 )
 
-// K3sLock is rootfs/k3s.lock: the k3s release images download by default.
+// K3sLockFile pins the k3s the image carries: the release downloaded by
+// default, and the files of a local k3s (K3S=file:PATH).
+const K3sLockFile = "rootfs/k3s.lock"
+
+// K3sLock is rootfs/k3s.lock.
 type K3sLock struct {
 	Version string
 	URL     string // of k3s-arm64
 	SHA256  string
+	// Files pins the files of a local k3s by name: k3s and what it needs
+	// beside it when it is not the self-extracting release.
+	Files map[string]string
 }
 
-// ReadK3sLock reads "key value" lines: version, url, sha256.
+// ReadK3sLock reads "key value" lines (version, url, sha256) and
+// "file NAME SHA256" lines.
 func ReadK3sLock(file string) (K3sLock, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return K3sLock{}, err
 	}
-	var l K3sLock
+	l := K3sLock{Files: map[string]string{}}
 	for n, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if f[0] == "file" {
+			if len(f) != 3 || len(f[2]) != 64 {
+				return l, fmt.Errorf("%s:%d: want \"file NAME SHA256\"", file, n+1)
+			}
+			l.Files[f[1]] = f[2]
 			continue
 		}
 		if len(f) != 2 {
@@ -40,7 +59,7 @@ func ReadK3sLock(file string) (K3sLock, error) {
 		case "sha256":
 			l.SHA256 = f[1]
 		default:
-			return l, fmt.Errorf("%s:%d: unknown key %q (version, url, sha256)", file, n+1, f[0])
+			return l, fmt.Errorf("%s:%d: unknown key %q (version, url, sha256, file)", file, n+1, f[0])
 		}
 	}
 	if l.Version == "" || l.URL == "" || len(l.SHA256) != 64 {
@@ -49,38 +68,188 @@ func ReadK3sLock(file string) (K3sLock, error) {
 	return l, nil
 }
 
-// k3sInput turns the K3S option into the rootfs step's k3s input and a
-// description for the release file and manifest:
+// k3sInput turns the K3S option into the rootfs step's k3s input (files
+// under /in/k3s/) and a description for the release file and manifest:
 //
 //	K3S unset or "release"  the release pinned in rootfs/k3s.lock (download)
-//	K3S=file:PATH           a local k3s binary (offline builds)
+//	K3S=file:PATH           a local k3s: the release file itself, or a file
+//	                        or directory of files pinned in rootfs/k3s.lock
 //	K3S=none                no k3s in the image
 func (p *Plan) k3sInput() (*Input, string, error) {
-	switch v := p.K3S; {
-	case v == K3sNone:
+	v := p.K3S
+	if v == K3sNone {
 		return nil, K3sNone, nil
-	case strings.HasPrefix(v, "file:"):
-		path := strings.TrimPrefix(v, "file:")
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(p.project, path)
-		}
-		sum, err := FileSHA256(path)
-		if err != nil {
-			return nil, "", fmt.Errorf("K3S=%s: %w", v, err)
-		}
-		// A local file is pinned by its content, like a download.
-		return &Input{Name: "k3s", Download: &Download{URL: "file:" + path, SHA256: sum}}, "file sha256:" + sum, nil
+	}
+	lock, err := ReadK3sLock(filepath.Join(p.project, K3sLockFile))
+	if err != nil {
+		return nil, "", err
+	}
+	switch {
 	case v == "" || v == "release":
-		lock, err := ReadK3sLock(filepath.Join(p.project, "rootfs", "k3s.lock"))
+		return &Input{Name: "k3s", Downloads: []Download{{Name: "k3s", URL: lock.URL, SHA256: lock.SHA256}},
+				Hint: "build offline with K3S=file:/path/to/k3s-arm64, or without k3s with K3S=none"},
+			"release " + lock.Version, nil
+	case strings.HasPrefix(v, "file:"):
+		files, err := p.localK3s(v)
 		if err != nil {
 			return nil, "", err
 		}
-		return &Input{Name: "k3s", Download: &Download{URL: lock.URL, SHA256: lock.SHA256},
-				Hint: "build offline with K3S=file:/path/to/k3s-arm64, or without k3s with K3S=none"},
-			"release " + lock.Version, nil
-	default:
-		return nil, "", fmt.Errorf("K3S=%s: use K3S=none, K3S=file:/path/to/k3s-arm64, or leave it unset for the release in rootfs/k3s.lock", v)
+		sums := map[string]string{}
+		for name, path := range files {
+			if sums[name], err = FileSHA256(path); err != nil {
+				return nil, "", err
+			}
+		}
+		in := &Input{Name: "k3s"}
+		for _, name := range slices.Sorted(maps.Keys(files)) {
+			in.Downloads = append(in.Downloads, Download{Name: name, URL: "file:" + files[name], SHA256: sums[name]})
+		}
+		// A copy of the locked release needs no pin of its own.
+		if len(files) == 1 && sums["k3s"] == lock.SHA256 {
+			return in, "release " + lock.Version + " (local file)", nil
+		}
+		if err := lock.checkFiles(v, files, sums); err != nil {
+			return nil, "", err
+		}
+		var parts []string
+		for _, d := range in.Downloads {
+			parts = append(parts, d.Name+" sha256:"+d.SHA256)
+		}
+		version := K3sBinaryVersion(files["k3s"])
+		if version == "" {
+			version = "(version unknown)"
+		}
+		return in, "local " + version + ": " + strings.Join(parts, ", "), nil
 	}
+	return nil, "", fmt.Errorf("K3S=%s: use K3S=none, K3S=file:PATH (a k3s binary, or a directory with k3s and what it needs), or leave it unset for the release in %s", v, K3sLockFile)
+}
+
+// checkFiles wants a local k3s's files to be exactly the lock's pins.
+func (l K3sLock) checkFiles(opt string, files, sums map[string]string) error {
+	fix := "if these are the files you mean, pin them: K3S=" + opt + " go tool mage k3s:pin"
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		switch pin, ok := l.Files[name]; {
+		case !ok:
+			return fmt.Errorf("%s (sha256 %s) is not pinned in %s; %s", files[name], sums[name], K3sLockFile, fix)
+		case pin != sums[name]:
+			return fmt.Errorf("%s has sha256 %s, but %s pins %s for %s; %s", files[name], sums[name], K3sLockFile, pin, name, fix)
+		}
+	}
+	for name := range l.Files {
+		if _, ok := files[name]; !ok {
+			return fmt.Errorf("%s pins %q, which K3S=%s lacks; %s", K3sLockFile, name, opt, fix)
+		}
+	}
+	return nil
+}
+
+// localK3s lists the files of K3S=file:PATH by name: a single file is k3s;
+// a directory holds k3s and the files it needs beside it (for example
+// containerd-shim-runc-v2 and the cni multicall binary).
+func (p *Plan) localK3s(opt string) (map[string]string, error) {
+	path := strings.TrimPrefix(opt, "file:")
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(p.project, path)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("K3S=%s: %w", opt, err)
+	}
+	if !st.IsDir() {
+		return map[string]string{"k3s": path}, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, fmt.Errorf("K3S=%s: %w", opt, err)
+	}
+	files := map[string]string{}
+	for _, e := range entries {
+		f := filepath.Join(path, e.Name())
+		if st, err := os.Stat(f); err != nil || !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("K3S=%s: %s is not a regular file; the directory holds k3s and its companion files only", opt, f)
+		}
+		files[e.Name()] = f
+	}
+	if files["k3s"] == "" {
+		return nil, fmt.Errorf("K3S=%s: the directory has no file named k3s", opt)
+	}
+	return files, nil
+}
+
+// PinK3s writes the pins of K3S=file:PATH into rootfs/k3s.lock, keeping
+// the release lines, and returns what it pinned.
+func (p *Plan) PinK3s() ([]string, error) {
+	if !strings.HasPrefix(p.K3S, "file:") {
+		return nil, fmt.Errorf("K3S=%s: pinning is for a local k3s, K3S=file:PATH", p.K3S)
+	}
+	files, err := p.localK3s(p.K3S)
+	if err != nil {
+		return nil, err
+	}
+	lockFile := filepath.Join(p.project, K3sLockFile)
+	b, err := os.ReadFile(lockFile)
+	if err != nil {
+		return nil, err
+	}
+	var lines []string
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if !strings.HasPrefix(line, "file ") && !strings.HasPrefix(line, "# local k3s") {
+			lines = append(lines, line)
+		}
+	}
+	version := K3sBinaryVersion(files["k3s"])
+	lines = append(lines, "# local k3s "+version+" (K3S=file:), pinned by go tool mage k3s:pin")
+	var pinned []string
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		sum, err := FileSHA256(files[name])
+		if err != nil {
+			return nil, err
+		}
+		lines = append(lines, "file "+name+" "+sum)
+		pinned = append(pinned, name+" "+sum)
+	}
+	return pinned, WriteFileAtomic(lockFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+}
+
+// K3sVersion is the version of the k3s the plan puts in the image: the
+// release's, or what a local binary's build information says; "" when
+// there is none or it is not known.
+func (p *Plan) K3sVersion() string {
+	if p.K3S == K3sNone {
+		return ""
+	}
+	if strings.HasPrefix(p.K3S, "file:") {
+		files, err := p.localK3s(p.K3S)
+		if err != nil {
+			return ""
+		}
+		return K3sBinaryVersion(files["k3s"])
+	}
+	lock, err := ReadK3sLock(filepath.Join(p.project, K3sLockFile))
+	if err != nil {
+		return ""
+	}
+	return lock.Version
+}
+
+var k3sVersionFlag = regexp.MustCompile(`/pkg/version\.Version=(v[0-9][^ '"]*)`)
+
+// K3sBinaryVersion reads a k3s binary's version from the Go build
+// information, where the -ldflags that set it are recorded (no need to
+// run an arm64 binary); "" when it is not there.
+func K3sBinaryVersion(path string) string {
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	for _, s := range info.Settings {
+		if s.Key == "-ldflags" {
+			if m := k3sVersionFlag.FindStringSubmatch(s.Value); m != nil {
+				return m[1]
+			}
+		}
+	}
+	return ""
 }
 
 // FileSHA256 returns the hex sha256 of a file.

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -146,6 +147,19 @@ func (Rootfs) Lock(ctx context.Context) error {
 // RootFS builds the root filesystem (dist/rootfs.squashfs) from rootfs/packages.lock, the agent, overlay/ and k3s ($K3S).
 func RootFS(ctx context.Context) error {
 	return buildAndExport(ctx, (*ci.Plan).Rootfs, map[string]string{"rootfs.squashfs": "dist/rootfs.squashfs"})
+}
+
+// K3s holds the k3s input targets.
+type K3s mg.Namespace
+
+// Pin pins the files of a local k3s, K3S=file:PATH (a binary, or a directory with k3s and its companions), in rootfs/k3s.lock.
+func (K3s) Pin() error {
+	wd, _ := os.Getwd()
+	pinned, err := ci.NewPlan(wd).PinK3s()
+	for _, p := range pinned {
+		fmt.Println("pinned", p)
+	}
+	return err
 }
 
 // Kernel holds the kernel targets besides the build itself.

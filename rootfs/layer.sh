@@ -4,6 +4,9 @@
 # Runs in the rootfs toolchain.
 set -eu
 
+# Where the files of a local k3s besides k3s itself go (K3S=file:DIR).
+K3S_BIN=/usr/lib/k3s/bin
+
 layer() {
 	r=/work/root
 	mkdir $r
@@ -20,9 +23,20 @@ layer() {
 		touch -d "@$SOURCE_DATE_EPOCH" $r/$d/.updated
 	done
 	k3s="none"
-	if [ -e /in/k3s ]; then
-		install -m 0755 /in/k3s $r/usr/local/bin/k3s
+	if [ -d /in/k3s ]; then
+		install -m 0755 /in/k3s/k3s $r/usr/local/bin/k3s
 		for l in kubectl crictl ctr; do ln -sf k3s $r/usr/local/bin/$l; done
+		# What a k3s that is not the self-extracting release needs beside
+		# it (the release unpacks the same into its data directory):
+		# k3s.service puts this directory first on k3s's PATH.
+		for f in /in/k3s/*; do
+			[ "${f##*/}" = k3s ] || install -D -m 0755 "$f" "$r$K3S_BIN/${f##*/}"
+		done
+		# The CNI plugins of the cni multicall binary, by the names k3s
+		# calls them (it looks for them where host-local is on its PATH).
+		if [ -e $r$K3S_BIN/cni ]; then
+			for p in bandwidth bridge firewall flannel host-local loopback portmap; do ln -sf cni $r$K3S_BIN/$p; done
+		fi
 		# k3s runs its own containerd.
 		rm -f $r/etc/systemd/system/multi-user.target.wants/containerd.service
 		k3s="$K3S_DESC"
