@@ -439,3 +439,11 @@ var VMToolchain = Toolchain{
 	Arch:     "amd64",
 	Packages: []string{"qemu-system-arm", "qemu-utils", "device-tree-compiler"},
 }
+
+// PostgresToolchain runs the PostgreSQL server of the boot test's
+// external-datastore case.
+var PostgresToolchain = Toolchain{
+	Suites:   []string{"trixie", "trixie-updates"},
+	Arch:     "amd64",
+	Packages: []string{"postgresql"},
+}

@@ -12,7 +12,7 @@ import (
 )
 
 // Toolchains are every toolchain the plan uses.
-var Toolchains = []Toolchain{GoToolchain, RootfsToolchain, ImageToolchain, KernelToolchain, VMToolchain}
+var Toolchains = []Toolchain{GoToolchain, RootfsToolchain, ImageToolchain, KernelToolchain, VMToolchain, PostgresToolchain}
 
 // ToolchainLockFile pins the exact Debian package set of each toolchain, so
 // that the host engine's tools roots and the Dagger engine's containers

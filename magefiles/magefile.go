@@ -231,9 +231,13 @@ func Bench(ctx context.Context) error {
 // Toolchains holds the toolchain targets.
 type Toolchains mg.Namespace
 
-// Lock records every toolchain's exact package set into ci/toolchains.lock (from fresh host tools roots).
+// Lock records the exact package set of every toolchain not yet in ci/toolchains.lock (new or changed ones), from fresh host tools roots; delete the file first to take what the mirror has now for all.
 func (Toolchains) Lock(ctx context.Context) error {
 	log := ci.NewLogger(mg.Verbose())
+	old, err := ci.ReadToolchainLock(ci.ToolchainLockFile)
+	if err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp("", "k3os-toolchains-")
 	if err != nil {
 		return err
@@ -242,6 +246,10 @@ func (Toolchains) Lock(ctx context.Context) error {
 	h := host.New(tmp, log) // fresh roots, no pins: what the mirror has now
 	lock := ci.ToolchainLock{}
 	for _, t := range ci.Toolchains {
+		if pins, ok := old[t.Key()]; ok {
+			lock[t.Key()] = pins
+			continue
+		}
 		root, err := h.ToolsRoot(ctx, t, os.Stderr)
 		if err != nil {
 			return err
@@ -249,6 +257,7 @@ func (Toolchains) Lock(ctx context.Context) error {
 		if err := lock.AddRoot(t, root); err != nil {
 			return err
 		}
+		log.WithField("toolchain", t.Key()).Info("locked")
 	}
 	return lock.Write(ci.ToolchainLockFile)
 }

@@ -41,10 +41,16 @@ func (s *Suite) NodeByMAC(ctx context.Context) error {
 	if err := s.checkNode(ctx, m, sess); err != nil {
 		return err
 	}
-	if err := s.checkContainer(sess); err != nil {
+	// k3s first when the image carries it: it runs the containerd that
+	// the container check then uses.
+	if skip, err := s.skipK3s("the k3s stage"); err != nil {
 		return err
+	} else if !skip {
+		if err := s.checkK3s(ctx, m, sess); err != nil {
+			return err
+		}
 	}
-	if err := s.checkK3s(ctx, m, sess); err != nil {
+	if err := s.checkContainer(sess); err != nil {
 		return err
 	}
 	s.record(m, "first boot")
@@ -193,36 +199,6 @@ func agentImage(bin string) ([]byte, error) {
 		return nil, err
 	}
 	return out.Bytes(), nil
-}
-
-// checkK3s waits for the node to be Ready when the image carries k3s.
-func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
-	if !s.K3s {
-		if os.Getenv("K3OS_REQUIRE_K3S_READY") != "" {
-			return fmt.Errorf("K3OS_REQUIRE_K3S_READY is set but the image carries no k3s")
-		}
-		s.logf("k3s stage skipped: the image was built without k3s (K3S=none)")
-		return nil
-	}
-	deadline := time.Now().Add(12 * time.Minute)
-	for {
-		out, _ := sess.Run("sudo kubectl get node " + NodeName + " --no-headers 2>&1")
-		if f := strings.Fields(out); len(f) > 1 && f[1] == "Ready" {
-			d := m.Mark("k3s Ready")
-			s.logf("k3s Ready %.0fs after power-on", d.Seconds())
-			return nil
-		}
-		if time.Now().After(deadline) {
-			diag, _ := sess.Run("sudo journalctl -u k3s --no-pager -n 200; sudo k3s check-config 2>&1 | tail -40")
-			os.WriteFile(filepath.Join(m.Dir, "k3s-diagnostics.txt"), []byte(diag), 0o644)
-			return fmt.Errorf("k3s not Ready within 12 minutes (last: %q); journal in %s", out, m.Dir)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Second):
-		}
-	}
 }
 
 // DefaultConfig boots a node whose MAC has no file: it must fall back to

@@ -37,7 +37,12 @@ type Machine struct {
 	// 22 and 6443 (virt); GuestIP is where they go.
 	SSHPort, APIPort int
 	GuestIP          string
-	Run              Runner
+	// Link, when set, is a private network between machines, like the
+	// switch of a Pi cluster: it is the machine's first interface (enp0s2,
+	// whose MAC picks its config), and the forwarded user network its
+	// second (enp0s5).
+	Link *Link
+	Run  Runner
 
 	cmd     *exec.Cmd
 	start   time.Time
@@ -68,6 +73,24 @@ func (m *Machine) Tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Link is one machine's end of a point-to-point network carried in UDP
+// datagrams on the host's loopback (QEMU socket networking).
+type Link struct {
+	Port, PeerPort int
+	// UserMAC is the MAC of the machine's second interface, on the user network.
+	UserMAC string
+}
+
+// FreeUDPPort returns a free UDP port on the loopback interface.
+func FreeUDPPort() (int, error) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
 // FreePort returns a free TCP port on the loopback interface.
@@ -119,11 +142,19 @@ func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) er
 		argv = append(argv, "-M", "raspi4b", "-m", "2G", "-dtb", guestDir+"/board.dtb",
 			"-drive", "if=sd,format=qcow2,file="+guestDir+"/sd.img")
 	default:
+		// Fixed PCI slots, so that interface names are known: enp0s2 the
+		// link, enp0s5 the user network.
 		fwd := fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-%s:22,hostfwd=tcp:127.0.0.1:%d-%s:6443", m.SSHPort, m.GuestIP, m.APIPort, m.GuestIP)
-		argv = append(argv, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "3072",
-			"-drive", "if=none,id=hd,format=qcow2,file="+guestDir+"/disk.qcow2", "-device", "virtio-blk-pci,drive=hd",
-			"-netdev", "user,id=net0,"+fwd, "-device", "virtio-net-pci,netdev=net0,romfile=,mac="+m.MAC,
-			"-object", "rng-random,filename=/dev/urandom,id=rng0", "-device", "virtio-rng-pci,rng=rng0")
+		userMAC := m.MAC
+		argv = append(argv, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "3072")
+		if l := m.Link; l != nil {
+			userMAC = l.UserMAC
+			argv = append(argv, "-netdev", fmt.Sprintf("socket,id=link,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", l.PeerPort, l.Port),
+				"-device", "virtio-net-pci,netdev=link,romfile=,addr=0x2,mac="+m.MAC)
+		}
+		argv = append(argv, "-netdev", "user,id=net0,"+fwd, "-device", "virtio-net-pci,netdev=net0,romfile=,addr=0x5,mac="+userMAC,
+			"-drive", "if=none,id=hd,format=qcow2,file="+guestDir+"/disk.qcow2", "-device", "virtio-blk-pci,drive=hd,addr=0x6",
+			"-object", "rng-random,filename=/dev/urandom,id=rng0", "-device", "virtio-rng-pci,rng=rng0,addr=0x7")
 	}
 	argv = append(argv, extra...)
 	cmd, err := m.Run(ctx, m.binds(), argv...)

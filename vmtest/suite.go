@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,9 +24,20 @@ const (
 	slirpDHCPIP = "10.0.2.15"
 )
 
-// WriteCluster writes the test cluster's config directory: what every
-// assertion below checks for.
-func WriteCluster(dir string, key *Key) error {
+// Cluster is the test cluster's config, written by Write: what the cases
+// check for.
+type Cluster struct {
+	Key *Key
+	// K3sArgs are added to every node's k3s_args (see EmulationK3sArgs).
+	K3sArgs []string
+	// PostgresPort is where the datastore case's PostgreSQL listens on the
+	// host; the node reaches it through QEMU's user network.
+	PostgresPort int
+}
+
+// Write writes the cluster's config directory: the node of the node-by-mac
+// case, default.yaml for any other MAC, and the nodes of the k3s cases.
+func (c Cluster) Write(dir string) error {
 	node := fmt.Sprintf(`# the boot test's node, matched by MAC
 hostname: %s
 ssh_authorized_keys:
@@ -55,20 +67,24 @@ k3os:
     "en*":
       address: %s/24
       gateway: 10.0.2.2
-`, NodeName, key.PublicKey, StaticIP)
+%s`, NodeName, c.Key.PublicKey, StaticIP, c.k3sArgs())
 	def := fmt.Sprintf(`# any other node: DHCP, named after its MAC
 ssh_authorized_keys:
   - %s
 k3os:
   token: vmtest-token
-`, key.PublicKey)
+`, c.Key.PublicKey)
+	files := map[string]string{NodeMAC: node, "default": def}
+	maps.Copy(files, c.k3sNodes())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, NodeMAC+".yaml"), []byte(node), 0o644); err != nil {
-		return err
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name+".yaml"), []byte(content), 0o644); err != nil {
+			return err
+		}
 	}
-	return os.WriteFile(filepath.Join(dir, "default.yaml"), []byte(def), 0o644)
+	return nil
 }
 
 // Suite boots one image through the cases.
@@ -84,6 +100,10 @@ type Suite struct {
 	K3s bool
 	// AgentBinary is the arm64 agent, packed into the test container image.
 	AgentBinary string
+	// RunPostgres runs PostgreSQL's tools (the datastore case), and
+	// PostgresPort is the port the cluster's config points at.
+	RunPostgres  Runner
+	PostgresPort int
 	Out         io.Writer
 	// Timings collects each case's stage times.
 	Timings map[string]map[string]time.Duration
@@ -178,6 +198,8 @@ func (s *Suite) All(ctx context.Context) error {
 		{"node-by-mac", s.NodeByMAC},
 		{"default-config", s.DefaultConfig},
 		{"raspi4b-smoke", s.Raspi4bSmoke},
+		{"k3s-two-nodes", s.TwoNodes},
+		{"k3s-postgres", s.Postgres},
 	} {
 		start := time.Now()
 		s.logf("=== boot test %s", c.name)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -48,14 +49,45 @@ func TestWriteCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := WriteCluster(dir, key); err != nil {
+	if err := (Cluster{Key: key, K3sArgs: EmulationK3sArgs("v1.21.2+k3s1"), PostgresPort: 5433}).Write(dir); err != nil {
 		t.Fatal(err)
 	}
-	if _, r := nodeconfig.LoadCluster(dir); r.HasErrors() {
+	cluster, r := nodeconfig.LoadCluster(dir)
+	if r.HasErrors() {
 		t.Fatalf("the test cluster is not valid:\n%v", r)
+	}
+	byMAC := map[string]*nodeconfig.Config{}
+	for _, n := range cluster.Nodes {
+		byMAC[n.MAC] = &n.Doc.Config
+	}
+	agent, server, pg := byMAC[AgentMAC], byMAC[ServerMAC], byMAC[PostgresMAC]
+	if agent == nil || server == nil || pg == nil {
+		t.Fatalf("the k3s cases' nodes are missing: %v", byMAC)
+	}
+	if agent.Role() != nodeconfig.RoleAgent || agent.K3OS.ServerURL != "https://"+serverLinkIP+":6443" ||
+		agent.K3OS.Labels[AgentLabelKey] != AgentLabelValue || agent.K3OS.Taints[0] != AgentTaint {
+		t.Errorf("agent config = %+v", agent.K3OS)
+	}
+	if server.Role() != nodeconfig.RoleClusterInit || server.K3OS.Network[linkIface].Address != serverLinkIP+"/24" {
+		t.Errorf("server config = %+v", server.K3OS)
+	}
+	wantArgs := []string{"--node-ip=" + agentLinkIP, "--flannel-iface=" + linkIface, "--kubelet-arg=feature-gates=CSIMigration=false"}
+	if !slices.Equal(agent.K3OS.K3sArgs, wantArgs) {
+		t.Errorf("agent k3s_args = %q, want %q", agent.K3OS.K3sArgs, wantArgs)
+	}
+	if pg.Role() != nodeconfig.RoleServer || pg.K3OS.DatastoreEndpoint != "postgres://k3s:vmtest-datastore@10.0.2.2:5433/k3s?sslmode=disable" {
+		t.Errorf("datastore node config = %+v", pg.K3OS)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, NodeMAC+".yaml"))
 	if !strings.Contains(string(b), key.PublicKey) || !strings.Contains(string(b), StaticIP+"/24") {
 		t.Errorf("node config lacks the key or the address:\n%s", b)
+	}
+}
+
+func TestEmulationK3sArgs(t *testing.T) {
+	for version, want := range map[string]int{"v1.21.2+k3s1": 1, "v1.24.17+k3s1": 1, "v1.25.0+k3s1": 0, "v1.36.4+k3s1": 0, "": 0} {
+		if got := EmulationK3sArgs(version); len(got) != want {
+			t.Errorf("EmulationK3sArgs(%q) = %q", version, got)
+		}
 	}
 }

@@ -28,8 +28,13 @@ func Run(ctx context.Context, p *ci.Plan, r *ci.Runner, h *host.Engine, dist str
 	if err != nil {
 		return err
 	}
+	pgPort, err := vmtest.FreePort()
+	if err != nil {
+		return err
+	}
 	cluster := filepath.Join(dir, "config")
-	if err := vmtest.WriteCluster(cluster, key); err != nil {
+	c := vmtest.Cluster{Key: key, K3sArgs: vmtest.EmulationK3sArgs(p.K3sVersion()), PostgresPort: pgPort}
+	if err := c.Write(cluster); err != nil {
 		return err
 	}
 	if err := ci.BuildImage(ctx, p, r, cluster, dir, w); err != nil {
@@ -60,6 +65,10 @@ func Run(ctx context.Context, p *ci.Plan, r *ci.Runner, h *host.Engine, dist str
 		Run: func(ctx context.Context, binds map[string]string, argv ...string) (*exec.Cmd, error) {
 			return h.Command(ctx, ci.VMToolchain, binds, argv...)
 		},
+		RunPostgres: func(ctx context.Context, binds map[string]string, argv ...string) (*exec.Cmd, error) {
+			return h.Command(ctx, ci.PostgresToolchain, binds, argv...)
+		},
+		PostgresPort: pgPort,
 		Dir:         dir,
 		Image:       filepath.Join(dir, p.ImageName()),
 		PiImage:     piImage,

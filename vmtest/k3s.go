@@ -1,0 +1,330 @@
+package vmtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The k3s cases' nodes: a server and an agent on a private link, and a
+// server whose datastore is PostgreSQL on the host.
+const (
+	ServerMAC    = "52:54:00:6b:33:11"
+	AgentMAC     = "52:54:00:6b:33:12"
+	PostgresMAC  = "52:54:00:6b:33:21"
+	ServerName   = "k3os-server"
+	AgentName    = "k3os-agent"
+	PostgresName = "k3os-pg"
+	// What the agent's config asks for.
+	AgentLabelKey, AgentLabelValue = "k3os.io/pool", "edge"
+	AgentTaint                     = "k3os.io/dedicated=edge:NoSchedule"
+
+	linkIface    = "enp0s2" // the link's interface (see Machine.Link)
+	serverLinkIP = "192.168.77.1"
+	agentLinkIP  = "192.168.77.2"
+	// The datastore's credentials: it listens on the host's loopback only,
+	// for the length of the case.
+	postgresUser, postgresPassword, postgresDB = "k3s", "vmtest-datastore", "k3s"
+	// slirpHost is the host's loopback as the user network shows it.
+	slirpHost = "10.0.2.2"
+)
+
+// Bounds on reaching Ready under QEMU's emulation on 2 cores.
+const (
+	toReady     = 12 * time.Minute
+	toTwoReady  = 20 * time.Minute
+	readyPoll   = 5 * time.Second
+	k3sNotReady = "not Ready"
+)
+
+// EmulationK3sArgs are the arguments a k3s version needs to come up under
+// QEMU's emulation: there the apiserver takes minutes to build its OpenAPI
+// spec, and before 1.25 the kubelet's CSI migration gives up first and
+// k3s crash-loops (the gate is locked on from 1.25, and must not be set).
+func EmulationK3sArgs(version string) []string {
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "v%d.%d", &major, &minor); err == nil && major == 1 && minor < 25 {
+		return []string{"--kubelet-arg=feature-gates=CSIMigration=false"}
+	}
+	return nil
+}
+
+// k3sArgs is the k3s_args block of a node's k3os section.
+func (c Cluster) k3sArgs(args ...string) string {
+	args = append(args, c.K3sArgs...)
+	if len(args) == 0 {
+		return ""
+	}
+	return "  k3s_args:\n    - " + strings.Join(args, "\n    - ") + "\n"
+}
+
+// k3sNodes are the config files of the k3s cases' nodes, by MAC.
+func (c Cluster) k3sNodes() map[string]string {
+	keys := "ssh_authorized_keys:\n  - " + c.Key.PublicKey + "\n"
+	// On the link, k3s must use the link's address: the user network gives
+	// every machine the same one.
+	link := func(ip string) string {
+		return c.k3sArgs("--node-ip="+ip, "--flannel-iface="+linkIface) +
+			"  network:\n    " + linkIface + ":\n      address: " + ip + "/24\n"
+	}
+	return map[string]string{
+		ServerMAC: "# k3s-two-nodes: the server, first of its cluster\nhostname: " + ServerName + "\n" + keys +
+			"k3os:\n  role: cluster-init\n  token: vmtest-token\n" + link(serverLinkIP),
+		AgentMAC: "# k3s-two-nodes: the agent, joining the server over the link\nhostname: " + AgentName + "\n" + keys +
+			"k3os:\n  server_url: https://" + serverLinkIP + ":6443\n  token: vmtest-token\n" +
+			"  labels:\n    " + AgentLabelKey + ": " + AgentLabelValue + "\n  taints:\n    - " + AgentTaint + "\n" + link(agentLinkIP),
+		PostgresMAC: "# k3s-postgres: a server whose datastore is PostgreSQL on the test host\nhostname: " + PostgresName + "\n" + keys +
+			"k3os:\n  role: server\n  token: vmtest-token\n" +
+			fmt.Sprintf("  datastore_endpoint: postgres://%s:%s@%s:%d/%s?sslmode=disable\n", postgresUser, postgresPassword, slirpHost, c.PostgresPort, postgresDB) +
+			c.k3sArgs(),
+	}
+}
+
+// skipK3s says, and logs, that a k3s case cannot run on this image.
+func (s *Suite) skipK3s(what string) (bool, error) {
+	if s.K3s {
+		return false, nil
+	}
+	if os.Getenv("K3OS_REQUIRE_K3S_READY") != "" {
+		return true, fmt.Errorf("K3OS_REQUIRE_K3S_READY is set but the image carries no k3s")
+	}
+	s.logf("%s skipped: the image was built without k3s (K3S=none); build with k3s to run it", what)
+	return true, nil
+}
+
+// apiClient waits for the server's kubeconfig and returns a client that
+// reaches the server's API through the port forwarded from the host.
+func (s *Suite) apiClient(ctx context.Context, m *Machine, sess *Session) (*APIClient, error) {
+	deadline := time.Now().Add(toReady)
+	for {
+		kc, err := sess.Run("cat /etc/rancher/k3s/k3s.yaml")
+		if err == nil {
+			os.WriteFile(filepath.Join(m.Dir, "kubeconfig"), []byte(kc), 0o600)
+			return NewAPIClient([]byte(kc), m.APIPort)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("k3s wrote no kubeconfig within %s", toReady)
+		}
+		if err := sleep(ctx, readyPoll); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// waitReady waits until node is Ready both on the server (kubectl there)
+// and from the host (the API through the forwarded port), and marks the
+// time on m, the node's machine.
+func (s *Suite) waitReady(ctx context.Context, m *Machine, sess *Session, api *APIClient, node string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		out, _ := sess.Run("sudo kubectl get node " + node + " --no-headers 2>&1")
+		f := strings.Fields(out)
+		onNode := len(f) > 1 && f[0] == node && f[1] == "Ready"
+		n, err := api.Node(ctx, node)
+		switch {
+		case err != nil:
+			last = "from the host: " + err.Error()
+		case !n.Ready():
+			last = "from the host: " + k3sNotReady
+		case !onNode:
+			last = "on the node: " + out
+		default:
+			d := m.Mark("k3s Ready")
+			s.logf("%s: k3s node %s Ready %.0fs after power-on (kubelet %s), on the node and from the host", m.Name, node, d.Seconds(), n.Status.NodeInfo.KubeletVersion)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("k3s node %s not Ready within %s (last: %s)", node, timeout, last)
+		}
+		if err := sleep(ctx, readyPoll); err != nil {
+			return err
+		}
+	}
+}
+
+// k3sDiagnostics keeps what explains a k3s failure beside the console log.
+func (s *Suite) k3sDiagnostics(m *Machine, sess *Session) {
+	for file, cmd := range map[string]string{
+		"k3s-journal.txt":      "sudo journalctl -b -u k3s --no-pager",
+		"k3s-check-config.txt": "sudo k3s check-config 2>&1",
+		"k3s-nodes.txt":        "sudo kubectl get nodes -o wide 2>&1; sudo kubectl get pods -A -o wide 2>&1",
+	} {
+		out, err := sess.Run(cmd)
+		if err != nil {
+			out += "\n" + err.Error()
+		}
+		os.WriteFile(filepath.Join(m.Dir, file), []byte(out+"\n"), 0o644)
+	}
+	s.logf("%s: console, k3s journal and check-config kept in %s", m.Name, m.Dir)
+}
+
+// checkK3s proves the node-by-mac node Ready when the image carries k3s.
+func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
+	api, err := s.apiClient(ctx, m, sess)
+	if err == nil {
+		err = s.waitReady(ctx, m, sess, api, NodeName, toReady)
+	}
+	if err != nil {
+		s.k3sDiagnostics(m, sess)
+	}
+	return err
+}
+
+// TwoNodes boots two machines from the one image, linked like two Pis on a
+// switch: a cluster-init server and an agent that joins it by its config;
+// both must be Ready, the agent with the labels and taints it asked for.
+func (s *Suite) TwoNodes(ctx context.Context) error {
+	if skip, err := s.skipK3s("k3s-two-nodes"); skip {
+		return err
+	}
+	ports := [2]int{}
+	for i := range ports {
+		p, err := FreeUDPPort()
+		if err != nil {
+			return err
+		}
+		ports[i] = p
+	}
+	server, err := s.machine("k3s-server", ServerMAC, slirpDHCPIP)
+	if err != nil {
+		return err
+	}
+	server.Link = &Link{Port: ports[0], PeerPort: ports[1], UserMAC: "52:54:00:6b:34:11"}
+	agent, err := s.machine("k3s-agent", AgentMAC, slirpDHCPIP)
+	if err != nil {
+		return err
+	}
+	agent.Link = &Link{Port: ports[1], PeerPort: ports[0], UserMAC: "52:54:00:6b:34:12"}
+	for _, m := range []*Machine{server, agent} {
+		if err := s.boot(ctx, m, true); err != nil {
+			return err
+		}
+	}
+	sess, err := Dial(ctx, server.SSHPort, "rancher", s.Key, toSSH)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	agentSess, err := Dial(ctx, agent.SSHPort, "rancher", s.Key, toSSH)
+	if err != nil {
+		return err
+	}
+	defer agentSess.Close()
+	if err := check(agentSess, "the agent chose its config", "hostname", AgentName); err != nil {
+		return err
+	}
+	if err := check(agentSess, "the agent's link address", "ip -4 -o addr show dev "+linkIface+" | awk '{print $4}'", agentLinkIP+"/24"); err != nil {
+		return err
+	}
+	api, err := s.apiClient(ctx, server, sess)
+	if err == nil {
+		err = s.waitReady(ctx, server, sess, api, ServerName, toTwoReady)
+	}
+	if err == nil {
+		err = s.waitReady(ctx, agent, sess, api, AgentName, toTwoReady)
+	}
+	if err == nil {
+		err = s.checkAgentNode(ctx, api)
+	}
+	if err != nil {
+		s.k3sDiagnostics(server, sess)
+		s.k3sDiagnostics(agent, agentSess)
+		return err
+	}
+	s.record(server, "k3s two nodes: server")
+	s.record(agent, "k3s two nodes: agent")
+	return nil
+}
+
+// checkAgentNode reads the agent's node from the API: the labels and
+// taints of its config, and the link address.
+func (s *Suite) checkAgentNode(ctx context.Context, api *APIClient) error {
+	n, err := api.Node(ctx, AgentName)
+	if err != nil {
+		return err
+	}
+	if got := n.Metadata.Labels[AgentLabelKey]; got != AgentLabelValue {
+		return fmt.Errorf("node %s: label %s=%q, want %q (labels %v)", AgentName, AgentLabelKey, got, AgentLabelValue, n.Metadata.Labels)
+	}
+	if !n.HasTaint(AgentTaint) {
+		return fmt.Errorf("node %s: no taint %s (taints %v)", AgentName, AgentTaint, n.Spec.Taints)
+	}
+	if got := n.Metadata.Labels["k3os.io/mode"]; got != "local" {
+		return fmt.Errorf("node %s: label k3os.io/mode=%q, want local", AgentName, got)
+	}
+	s.logf("node %s carries %s=%s and the taint %s", AgentName, AgentLabelKey, AgentLabelValue, AgentTaint)
+	return nil
+}
+
+// Postgres boots a server whose datastore_endpoint is a PostgreSQL the
+// test starts on the host; the node must be Ready with its state in that
+// database.
+func (s *Suite) Postgres(ctx context.Context) error {
+	if skip, err := s.skipK3s("k3s-postgres"); skip {
+		return err
+	}
+	db, err := s.startPostgres(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Stop()
+	m, err := s.machine("k3s-postgres", PostgresMAC, slirpDHCPIP)
+	if err != nil {
+		return err
+	}
+	if err := s.boot(ctx, m, true); err != nil {
+		return err
+	}
+	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	api, err := s.apiClient(ctx, m, sess)
+	if err == nil {
+		err = s.waitReady(ctx, m, sess, api, PostgresName, toReady)
+	}
+	if err != nil {
+		s.k3sDiagnostics(m, sess)
+		return err
+	}
+	// kine, k3s's datastore shim, keeps every key in its table "kine".
+	rows, err := db.Query(ctx, "SELECT count(*) FROM kine")
+	if err != nil {
+		return fmt.Errorf("reading k3s's state in PostgreSQL: %w", err)
+	}
+	nodes, err := db.Query(ctx, "SELECT count(*) FROM kine WHERE name LIKE '/registry/minions/"+PostgresName+"'")
+	if err != nil {
+		return err
+	}
+	if rows == "0" || nodes == "0" {
+		return fmt.Errorf("PostgreSQL's kine table has %s rows, %s for node %s: k3s's state is not there", rows, nodes, PostgresName)
+	}
+	s.logf("k3s state in PostgreSQL: %s rows in table kine, node %s among them", rows, PostgresName)
+	s.record(m, "k3s postgres")
+	return nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// portOpen says whether something accepts TCP connections on the loopback port.
+func portOpen(port int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
