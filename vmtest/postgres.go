@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -106,13 +108,22 @@ func (p *postgres) psql(ctx context.Context, db, sql string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// Stop ends the server (its sandbox takes the server with it).
+// Stop shuts the server down. Signalling the sandbox is not enough: the
+// server runs as another user, which clears the signal that would take it
+// down with its parent; so the postmaster itself gets SIGINT (fast
+// shutdown), by the pid it records in its data directory.
 func (p *postgres) Stop() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		p.cmd.Process.Kill()
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	if b, err := os.ReadFile(filepath.Join(p.dir, "data", "postmaster.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0]); err == nil {
+			syscall.Kill(pid, syscall.SIGINT)
 		}
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
 	}
 }
