@@ -156,7 +156,7 @@ func (s *Suite) checkContainer(sess *Session) error {
 	if err := check(sess, "containerd answers", "sudo ctr version >/dev/null && echo up", "up"); err != nil {
 		return err
 	}
-	out, err := sess.Run("sudo ctr -n k3os-test images import --platform linux/arm64 /tmp/agent-image.tar >/dev/null && " +
+	out, err := sess.Run("sudo ctr -n k3os-test images import /tmp/agent-image.tar >/dev/null && " +
 		"sudo ctr -n k3os-test run --rm " + testImage + " vmtest /k3os-agent version")
 	if err != nil {
 		return fmt.Errorf("running a container: %w", err)

@@ -150,7 +150,7 @@ func (s *Suite) waitReady(ctx context.Context, m *Machine, sess *Session, api *A
 // k3sDiagnostics keeps what explains a k3s failure beside the console log.
 func (s *Suite) k3sDiagnostics(m *Machine, sess *Session) {
 	for file, cmd := range map[string]string{
-		"k3s-journal.txt":      "sudo journalctl -b -u k3s --no-pager",
+		"k3s-journal.txt":      "sudo journalctl -b -u k3s --no-pager -o short-monotonic",
 		"k3s-check-config.txt": "sudo k3s check-config 2>&1",
 		"k3s-nodes.txt":        "sudo kubectl get nodes -o wide 2>&1; sudo kubectl get pods -A -o wide 2>&1",
 	} {
@@ -163,6 +163,13 @@ func (s *Suite) k3sDiagnostics(m *Machine, sess *Session) {
 	s.logf("%s: console, k3s journal and check-config kept in %s", m.Name, m.Dir)
 }
 
+// keepK3sJournal keeps k3s's journal of a machine that passed: where its
+// time to Ready went.
+func (s *Suite) keepK3sJournal(m *Machine, sess *Session) {
+	out, _ := sess.Run("sudo journalctl -b -u k3s --no-pager -o short-monotonic")
+	os.WriteFile(filepath.Join(m.Dir, "k3s-journal.txt"), []byte(out+"\n"), 0o644)
+}
+
 // checkK3s proves the node-by-mac node Ready when the image carries k3s.
 func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
 	api, err := s.apiClient(ctx, m, sess)
@@ -171,8 +178,10 @@ func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
 	}
 	if err != nil {
 		s.k3sDiagnostics(m, sess)
+		return err
 	}
-	return err
+	s.keepK3sJournal(m, sess)
+	return nil
 }
 
 // TwoNodes boots two machines from the one image, linked like two Pis on a
@@ -236,6 +245,8 @@ func (s *Suite) TwoNodes(ctx context.Context) error {
 		s.k3sDiagnostics(agent, agentSess)
 		return err
 	}
+	s.keepK3sJournal(server, sess)
+	s.keepK3sJournal(agent, agentSess)
 	s.record(server, "k3s two nodes: server")
 	s.record(agent, "k3s two nodes: agent")
 	return nil
@@ -306,6 +317,7 @@ func (s *Suite) Postgres(ctx context.Context) error {
 		return fmt.Errorf("PostgreSQL's kine table has %s rows, %s for node %s: k3s's state is not there", rows, nodes, PostgresName)
 	}
 	s.logf("k3s state in PostgreSQL: %s rows in table kine, node %s among them", rows, PostgresName)
+	s.keepK3sJournal(m, sess)
 	s.record(m, "k3s postgres")
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -201,6 +202,10 @@ func (s *Suite) All(ctx context.Context) error {
 		{"k3s-two-nodes", s.TwoNodes},
 		{"k3s-postgres", s.Postgres},
 	} {
+		if only := os.Getenv("K3OS_VMTEST_CASES"); only != "" && !slices.Contains(strings.Split(only, ","), c.name) {
+			s.logf("=== boot test %s: not in K3OS_VMTEST_CASES, not run", c.name)
+			continue
+		}
 		start := time.Now()
 		s.logf("=== boot test %s", c.name)
 		err := c.run(ctx)
