@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -43,9 +44,13 @@ func (s *Suite) NodeByMAC(ctx context.Context) error {
 	}
 	// k3s first when the image carries it: it runs the containerd that
 	// the container check then uses.
-	if skip, err := s.skipK3s("the k3s stage"); err != nil {
+	var skip skipError
+	switch err := s.k3sMissing(); {
+	case errors.As(err, &skip):
+		s.logf("the k3s stage skipped: %s", skip)
+	case err != nil:
 		return err
-	} else if !skip {
+	default:
 		if err := s.checkK3s(ctx, m, sess); err != nil {
 			return err
 		}

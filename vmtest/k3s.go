@@ -84,16 +84,21 @@ func (c Cluster) k3sNodes() map[string]string {
 	}
 }
 
-// skipK3s says, and logs, that a k3s case cannot run on this image.
-func (s *Suite) skipK3s(what string) (bool, error) {
+// skipError is a case's or a stage's reason for not running on this image.
+type skipError string
+
+func (e skipError) Error() string { return string(e) }
+
+// k3sMissing is nil when the image carries k3s, else why the k3s cases
+// are skipped (or fail, under K3OS_REQUIRE_K3S_READY).
+func (s *Suite) k3sMissing() error {
 	if s.K3s {
-		return false, nil
+		return nil
 	}
 	if os.Getenv("K3OS_REQUIRE_K3S_READY") != "" {
-		return true, fmt.Errorf("K3OS_REQUIRE_K3S_READY is set but the image carries no k3s")
+		return fmt.Errorf("K3OS_REQUIRE_K3S_READY is set but the image carries no k3s")
 	}
-	s.logf("%s skipped: the image was built without k3s (K3S=none); build with k3s to run it", what)
-	return true, nil
+	return skipError("the image was built without k3s (K3S=none); build with k3s to run it")
 }
 
 // apiClient waits for the server's kubeconfig and returns a client that
@@ -188,7 +193,7 @@ func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
 // switch: a cluster-init server and an agent that joins it by its config;
 // both must be Ready, the agent with the labels and taints it asked for.
 func (s *Suite) TwoNodes(ctx context.Context) error {
-	if skip, err := s.skipK3s("k3s-two-nodes"); skip {
+	if err := s.k3sMissing(); err != nil {
 		return err
 	}
 	ports := [2]int{}
@@ -276,7 +281,7 @@ func (s *Suite) checkAgentNode(ctx context.Context, api *APIClient) error {
 // test starts on the host; the node must be Ready with its state in that
 // database.
 func (s *Suite) Postgres(ctx context.Context) error {
-	if skip, err := s.skipK3s("k3s-postgres"); skip {
+	if err := s.k3sMissing(); err != nil {
 		return err
 	}
 	db, err := s.startPostgres(ctx)

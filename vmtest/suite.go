@@ -3,6 +3,7 @@ package vmtest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -105,7 +106,7 @@ type Suite struct {
 	// PostgresPort is the port the cluster's config points at.
 	RunPostgres  Runner
 	PostgresPort int
-	Out         io.Writer
+	Out          io.Writer
 	// Timings collects each case's stage times.
 	Timings map[string]map[string]time.Duration
 
@@ -188,7 +189,7 @@ func (s *Suite) boot(ctx context.Context, m *Machine, fresh bool) error {
 // All runs every case; it stops at the first failure, keeping logs in Dir.
 func (s *Suite) All(ctx context.Context) error {
 	s.Timings = map[string]map[string]time.Duration{}
-	passed := 0
+	passed, skipped := 0, 0
 	if err := os.WriteFile(filepath.Join(s.Dir, "ssh-key"), s.Key.PEM, 0o600); err != nil {
 		return err
 	}
@@ -209,7 +210,9 @@ func (s *Suite) All(ctx context.Context) error {
 		start := time.Now()
 		s.logf("=== boot test %s", c.name)
 		err := c.run(ctx)
-		if err != nil && os.Getenv("K3OS_VMTEST_KEEP") != "" {
+		var skip skipError
+		isSkip := errors.As(err, &skip)
+		if err != nil && !isSkip && os.Getenv("K3OS_VMTEST_KEEP") != "" {
 			for _, m := range s.live {
 				s.logf("K3OS_VMTEST_KEEP: %s stays up until interrupted: ssh -i %s/ssh-key -p %d rancher@127.0.0.1", m.Name, s.Dir, m.SSHPort)
 			}
@@ -219,6 +222,11 @@ func (s *Suite) All(ctx context.Context) error {
 			m.Stop()
 		}
 		s.live = nil
+		if isSkip {
+			s.logf("--- SKIP %s: %s", c.name, skip)
+			skipped++
+			continue
+		}
 		if err != nil {
 			s.logf("--- FAIL %s (%s)", c.name, time.Since(start).Round(time.Second))
 			return fmt.Errorf("boot test %s: %w (logs in %s)", c.name, err, s.Dir)
@@ -226,7 +234,7 @@ func (s *Suite) All(ctx context.Context) error {
 		s.logf("--- PASS %s (%s)", c.name, time.Since(start).Round(time.Second))
 		passed++
 	}
-	s.logf("boot test: %d passed, 0 failed", passed)
+	s.logf("boot test: %d passed, %d skipped, 0 failed", passed, skipped)
 	return s.writeTimings()
 }
 
