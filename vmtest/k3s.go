@@ -41,24 +41,34 @@ const (
 	k3sNotReady = "not Ready"
 )
 
-// EmulationK3sArgs are the arguments a k3s version needs to come up under
-// QEMU's emulation: there the apiserver takes minutes to build its OpenAPI
-// spec, and before 1.25 the kubelet's CSI migration gives up first and
-// k3s crash-loops (the gate is locked on from 1.25, and must not be set).
-func EmulationK3sArgs(version string) []string {
+// EmulationK3sArgs are the arguments k3s needs to come up under QEMU's
+// emulation, where everything runs some ten times slower than on a Pi:
+//
+//   - before 1.25, the kubelet's CSI migration gives up while the apiserver
+//     still builds its OpenAPI spec, and k3s crash-loops (the gate is
+//     locked on from 1.25, and must not be set);
+//   - on servers, the controller manager, scheduler and cloud controller
+//     miss their 10 s leader-lease renewals and k3s exits; the test's
+//     servers are each the only one of their cluster, with no one to
+//     elect.
+func EmulationK3sArgs(version string, server bool) []string {
+	var args []string
 	var major, minor int
 	if _, err := fmt.Sscanf(version, "v%d.%d", &major, &minor); err == nil && major == 1 && minor < 25 {
-		return []string{"--kubelet-arg=feature-gates=CSIMigration=false"}
+		args = append(args, "--kubelet-arg=feature-gates=CSIMigration=false")
 	}
-	return nil
+	if server {
+		for _, c := range []string{"kube-controller-manager", "kube-scheduler", "kube-cloud-controller-manager"} {
+			args = append(args, "--"+c+"-arg=leader-elect=false")
+		}
+	}
+	return args
 }
 
-// k3sArgs is the k3s_args block of a node's k3os section.
-func (c Cluster) k3sArgs(args ...string) string {
-	args = append(args, c.K3sArgs...)
-	if len(args) == 0 {
-		return ""
-	}
+// k3sArgs is the k3s_args block of a node's k3os section: args and what
+// emulation needs.
+func (c Cluster) k3sArgs(server bool, args ...string) string {
+	args = append(args, EmulationK3sArgs(c.K3sVersion, server)...)
 	return "  k3s_args:\n    - " + strings.Join(args, "\n    - ") + "\n"
 }
 
@@ -67,20 +77,20 @@ func (c Cluster) k3sNodes() map[string]string {
 	keys := "ssh_authorized_keys:\n  - " + c.Key.PublicKey + "\n"
 	// On the link, k3s must use the link's address: the user network gives
 	// every machine the same one.
-	link := func(ip string) string {
-		return c.k3sArgs("--node-ip="+ip, "--flannel-iface="+linkIface) +
+	link := func(server bool, ip string) string {
+		return c.k3sArgs(server, "--node-ip="+ip, "--flannel-iface="+linkIface) +
 			"  network:\n    " + linkIface + ":\n      address: " + ip + "/24\n"
 	}
 	return map[string]string{
 		ServerMAC: "# k3s-two-nodes: the server, first of its cluster\nhostname: " + ServerName + "\n" + keys +
-			"k3os:\n  role: cluster-init\n  token: vmtest-token\n" + link(serverLinkIP),
+			"k3os:\n  role: cluster-init\n  token: vmtest-token\n" + link(true, serverLinkIP),
 		AgentMAC: "# k3s-two-nodes: the agent, joining the server over the link\nhostname: " + AgentName + "\n" + keys +
 			"k3os:\n  server_url: https://" + serverLinkIP + ":6443\n  token: vmtest-token\n" +
-			"  labels:\n    " + AgentLabelKey + ": " + AgentLabelValue + "\n  taints:\n    - " + AgentTaint + "\n" + link(agentLinkIP),
+			"  labels:\n    " + AgentLabelKey + ": " + AgentLabelValue + "\n  taints:\n    - " + AgentTaint + "\n" + link(false, agentLinkIP),
 		PostgresMAC: "# k3s-postgres: a server whose datastore is PostgreSQL on the test host\nhostname: " + PostgresName + "\n" + keys +
 			"k3os:\n  role: server\n  token: vmtest-token\n" +
 			fmt.Sprintf("  datastore_endpoint: postgres://%s:%s@%s:%d/%s?sslmode=disable\n", postgresUser, postgresPassword, slirpHost, c.PostgresPort, postgresDB) +
-			c.k3sArgs(),
+			c.k3sArgs(true),
 	}
 }
 

@@ -30,8 +30,9 @@ const (
 // check for.
 type Cluster struct {
 	Key *Key
-	// K3sArgs are added to every node's k3s_args (see EmulationK3sArgs).
-	K3sArgs []string
+	// K3sVersion is the version of the k3s the image carries, which
+	// decides what the nodes' k3s_args add for emulation (EmulationK3sArgs).
+	K3sVersion string
 	// PostgresPort is where the datastore case's PostgreSQL listens on the
 	// host; the node reaches it through QEMU's user network.
 	PostgresPort int
@@ -69,7 +70,7 @@ k3os:
     "en*":
       address: %s/24
       gateway: 10.0.2.2
-%s`, NodeName, c.Key.PublicKey, StaticIP, c.k3sArgs())
+%s`, NodeName, c.Key.PublicKey, StaticIP, c.k3sArgs(true))
 	def := fmt.Sprintf(`# any other node: DHCP, named after its MAC
 ssh_authorized_keys:
   - %s

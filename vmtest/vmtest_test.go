@@ -49,7 +49,7 @@ func TestWriteCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := (Cluster{Key: key, K3sArgs: EmulationK3sArgs("v1.21.2+k3s1"), PostgresPort: 5433}).Write(dir); err != nil {
+	if err := (Cluster{Key: key, K3sVersion: "v1.21.2+k3s1", PostgresPort: 5433}).Write(dir); err != nil {
 		t.Fatal(err)
 	}
 	cluster, r := nodeconfig.LoadCluster(dir)
@@ -86,8 +86,11 @@ func TestWriteCluster(t *testing.T) {
 
 func TestEmulationK3sArgs(t *testing.T) {
 	for version, want := range map[string]int{"v1.21.2+k3s1": 1, "v1.24.17+k3s1": 1, "v1.25.0+k3s1": 0, "v1.36.4+k3s1": 0, "": 0} {
-		if got := EmulationK3sArgs(version); len(got) != want {
-			t.Errorf("EmulationK3sArgs(%q) = %q", version, got)
+		if got := EmulationK3sArgs(version, false); len(got) != want {
+			t.Errorf("EmulationK3sArgs(%q, agent) = %q", version, got)
+		}
+		if got := EmulationK3sArgs(version, true); len(got) != want+3 || !strings.Contains(got[len(got)-1], "leader-elect=false") {
+			t.Errorf("EmulationK3sArgs(%q, server) = %q", version, got)
 		}
 	}
 }

@@ -33,7 +33,7 @@ func Run(ctx context.Context, p *ci.Plan, r *ci.Runner, h *host.Engine, dist str
 		return err
 	}
 	cluster := filepath.Join(dir, "config")
-	c := vmtest.Cluster{Key: key, K3sArgs: vmtest.EmulationK3sArgs(p.K3sVersion()), PostgresPort: pgPort}
+	c := vmtest.Cluster{Key: key, K3sVersion: p.K3sVersion(), PostgresPort: pgPort}
 	if err := c.Write(cluster); err != nil {
 		return err
 	}
@@ -69,13 +69,13 @@ func Run(ctx context.Context, p *ci.Plan, r *ci.Runner, h *host.Engine, dist str
 			return h.Command(ctx, ci.PostgresToolchain, binds, argv...)
 		},
 		PostgresPort: pgPort,
-		Dir:         dir,
-		Image:       filepath.Join(dir, p.ImageName()),
-		PiImage:     piImage,
-		Key:         key,
-		K3s:         k3s != "" && k3s != ci.K3sNone,
-		AgentBinary: filepath.Join(agent, "k3os-agent"),
-		Out:         w,
+		Dir:          dir,
+		Image:        filepath.Join(dir, p.ImageName()),
+		PiImage:      piImage,
+		Key:          key,
+		K3s:          k3s != "" && k3s != ci.K3sNone,
+		AgentBinary:  filepath.Join(agent, "k3os-agent"),
+		Out:          w,
 	}
 	if err := s.All(ctx); err != nil {
 		return err
