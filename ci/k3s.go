@@ -90,22 +90,16 @@ func (p *Plan) k3sInput() (*Input, string, error) {
 				Hint: "build offline with K3S=file:/path/to/k3s-arm64, or without k3s with K3S=none"},
 			"release " + lock.Version, nil
 	case strings.HasPrefix(v, "file:"):
-		files, err := p.localK3s(v)
+		files, sums, err := p.localK3s(v)
 		if err != nil {
 			return nil, "", err
-		}
-		sums := map[string]string{}
-		for name, path := range files {
-			if sums[name], err = FileSHA256(path); err != nil {
-				return nil, "", err
-			}
 		}
 		in := &Input{Name: "k3s"}
 		for _, name := range slices.Sorted(maps.Keys(files)) {
 			in.Downloads = append(in.Downloads, Download{Name: name, URL: "file:" + files[name], SHA256: sums[name]})
 		}
 		// A copy of the locked release needs no pin of its own.
-		if len(files) == 1 && sums["k3s"] == lock.SHA256 {
+		if lock.isRelease(sums) {
 			return in, "release " + lock.Version + " (local file)", nil
 		}
 		if err := lock.checkFiles(v, files, sums); err != nil {
@@ -143,28 +137,51 @@ func (l K3sLock) checkFiles(opt string, files, sums map[string]string) error {
 	return nil
 }
 
-// localK3s lists the files of K3S=file:PATH by name: a single file is k3s;
-// a directory holds k3s and the files it needs beside it (for example
-// containerd-shim-runc-v2 and the cni multicall binary).
-func (p *Plan) localK3s(opt string) (map[string]string, error) {
+// isRelease says whether a local k3s is a copy of the locked release.
+func (l K3sLock) isRelease(sums map[string]string) bool {
+	return len(sums) == 1 && sums["k3s"] == l.SHA256
+}
+
+// localK3s lists the files of K3S=file:PATH by name, with their sha256: a
+// single file is k3s; a directory holds k3s and the files it needs beside
+// it (for example containerd-shim-runc-v2 and the cni multicall binary).
+func (p *Plan) localK3s(opt string) (files, sums map[string]string, err error) {
 	path := strings.TrimPrefix(opt, "file:")
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(p.project, path)
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("K3S=%s: %w", opt, err)
+		return nil, nil, fmt.Errorf("K3S=%s: %w", opt, err)
 	}
-	if !st.IsDir() {
-		return map[string]string{"k3s": path}, nil
+	files = map[string]string{"k3s": path}
+	if st.IsDir() {
+		if files, err = k3sDirectory(opt, path); err != nil {
+			return nil, nil, err
+		}
 	}
-	entries, err := os.ReadDir(path)
+	sums = map[string]string{}
+	for name, f := range files {
+		if sums[name], err = FileSHA256(f); err != nil {
+			return nil, nil, err
+		}
+	}
+	return files, sums, nil
+}
+
+// k3sDirectory lists a local k3s directory's files by name.
+func k3sDirectory(opt, dir string) (map[string]string, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("K3S=%s: %w", opt, err)
 	}
 	files := map[string]string{}
 	for _, e := range entries {
-		f := filepath.Join(path, e.Name())
+		f := filepath.Join(dir, e.Name())
+		// The names become lock fields and installed file names.
+		if strings.HasPrefix(e.Name(), ".") || strings.ContainsAny(e.Name(), " \t\n") {
+			return nil, fmt.Errorf("K3S=%s: %q: the directory's files need plain names (no leading dot, no spaces)", opt, f)
+		}
 		if st, err := os.Stat(f); err != nil || !st.Mode().IsRegular() {
 			return nil, fmt.Errorf("K3S=%s: %s is not a regular file; the directory holds k3s and its companion files only", opt, f)
 		}
@@ -182,7 +199,7 @@ func (p *Plan) PinK3s() ([]string, error) {
 	if !strings.HasPrefix(p.K3S, "file:") {
 		return nil, fmt.Errorf("K3S=%s: pinning is for a local k3s, K3S=file:PATH", p.K3S)
 	}
-	files, err := p.localK3s(p.K3S)
+	files, sums, err := p.localK3s(p.K3S)
 	if err != nil {
 		return nil, err
 	}
@@ -200,15 +217,14 @@ func (p *Plan) PinK3s() ([]string, error) {
 	version := K3sBinaryVersion(files["k3s"])
 	lines = append(lines, "# local k3s "+version+" (K3S=file:), pinned by go tool mage k3s:pin")
 	var pinned []string
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		sum, err := FileSHA256(files[name])
-		if err != nil {
-			return nil, err
-		}
-		lines = append(lines, "file "+name+" "+sum)
-		pinned = append(pinned, name+" "+sum)
+	for _, name := range slices.Sorted(maps.Keys(sums)) {
+		lines = append(lines, "file "+name+" "+sums[name])
+		pinned = append(pinned, name+" "+sums[name])
 	}
-	return pinned, WriteFileAtomic(lockFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	if err := WriteFileAtomic(lockFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	return pinned, nil
 }
 
 // K3sVersion is the version of the k3s the plan puts in the image: the
@@ -218,16 +234,19 @@ func (p *Plan) K3sVersion() string {
 	if p.K3S == K3sNone {
 		return ""
 	}
-	if strings.HasPrefix(p.K3S, "file:") {
-		files, err := p.localK3s(p.K3S)
-		if err != nil {
-			return ""
-		}
-		return K3sBinaryVersion(files["k3s"])
-	}
 	lock, err := ReadK3sLock(filepath.Join(p.project, K3sLockFile))
 	if err != nil {
 		return ""
+	}
+	if strings.HasPrefix(p.K3S, "file:") {
+		files, sums, err := p.localK3s(p.K3S)
+		switch {
+		case err != nil:
+			return ""
+		case lock.isRelease(sums):
+			return lock.Version
+		}
+		return K3sBinaryVersion(files["k3s"])
 	}
 	return lock.Version
 }

@@ -88,6 +88,9 @@ func TestK3sLocalFile(t *testing.T) {
 	if err != nil || desc != "release v1.36.4+k3s1 (local file)" || in.Downloads[0].Name != "k3s" {
 		t.Fatalf("release copy: %+v %q %v", in, desc, err)
 	}
+	if v := p.K3sVersion(); v != "v1.36.4+k3s1" {
+		t.Errorf("K3sVersion of a release copy = %q", v)
+	}
 	// Any other single file is k3s, and needs a pin.
 	p.K3S = "file:" + filepath.Join(dir, "custom")
 	if _, _, err := p.k3sInput(); err == nil {
@@ -99,6 +102,14 @@ func TestK3sLocalFile(t *testing.T) {
 	if _, desc, err := p.k3sInput(); err != nil || !strings.HasPrefix(desc, "local ") {
 		t.Fatalf("pinned custom k3s: %q %v", desc, err)
 	}
+
+	// Names that cannot be pinned or installed are refused.
+	os.WriteFile(filepath.Join(dir, ".hidden"), nil, 0o644)
+	p.K3S = "file:" + dir
+	if _, _, err := p.k3sInput(); err == nil || !strings.Contains(err.Error(), "plain names") {
+		t.Errorf("dotfile: err = %v", err)
+	}
+	os.Remove(filepath.Join(dir, ".hidden"))
 
 	// A directory must hold k3s.
 	os.Remove(filepath.Join(dir, "custom"))

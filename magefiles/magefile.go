@@ -115,7 +115,7 @@ func Test(ctx context.Context) error {
 	return Boottest(ctx)
 }
 
-// Boottest builds an image for a test cluster (K3S=none, KERNEL=reduced unless set) and boots it in QEMU: virt by MAC, a second boot, default.yaml, raspi4b.
+// Boottest builds an image for a test cluster (K3S=none, KERNEL=reduced unless set) and boots it in QEMU: virt by MAC, a second boot, default.yaml, raspi4b; with k3s, Ready on one node, two nodes and a PostgreSQL datastore.
 func Boottest(ctx context.Context) error {
 	if os.Getenv("K3S") == "" {
 		os.Setenv("K3S", ci.K3sNone)

@@ -35,16 +35,18 @@ layer() {
 		# The CNI plugins of the cni multicall binary, by the names k3s
 		# calls them (it looks for them where host-local is on its PATH).
 		if [ -e $r$K3S_BIN/cni ]; then
-			for p in bandwidth bridge firewall flannel host-local loopback portmap; do ln -sf cni $r$K3S_BIN/$p; done
+			for p in bandwidth bridge firewall flannel host-local loopback portmap; do
+				[ -e $r$K3S_BIN/$p ] || ln -s cni $r$K3S_BIN/$p
+			done
 		fi
 		# k3s runs its own containerd.
 		rm -f $r/etc/systemd/system/multi-user.target.wants/containerd.service
 		k3s="$K3S_DESC"
 	fi
 	cat > $r/etc/k3os-release <<-EOF
-	NAME=k3OS for Raspberry Pi 4
-	VERSION=$VERSION
-	K3S=$k3s
+	NAME="k3OS for Raspberry Pi 4"
+	VERSION="$VERSION"
+	K3S="$k3s"
 	BUILD_EPOCH=$SOURCE_DATE_EPOCH
 	EOF
 	cp $r/etc/k3os-release /out/k3os-release

@@ -119,10 +119,13 @@ func (s *Suite) apiClient(ctx context.Context, m *Machine, sess *Session) (*APIC
 		kc, err := sess.Run("cat /etc/rancher/k3s/k3s.yaml")
 		if err == nil {
 			os.WriteFile(filepath.Join(m.Dir, "kubeconfig"), []byte(kc), 0o600)
-			return NewAPIClient([]byte(kc), m.APIPort)
+			var api *APIClient
+			if api, err = NewAPIClient([]byte(kc), m.APIPort); err == nil {
+				return api, nil
+			}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("k3s wrote no kubeconfig within %s", toReady)
+			return nil, fmt.Errorf("no usable kubeconfig from k3s within %s: %w", toReady, err)
 		}
 		if err := sleep(ctx, readyPoll); err != nil {
 			return nil, err
@@ -164,8 +167,8 @@ func (s *Suite) waitReady(ctx context.Context, m *Machine, sess *Session, api *A
 
 // k3sDiagnostics keeps what explains a k3s failure beside the console log.
 func (s *Suite) k3sDiagnostics(m *Machine, sess *Session) {
+	s.keepK3sJournal(m, sess)
 	for file, cmd := range map[string]string{
-		"k3s-journal.txt":      "sudo journalctl -b -u k3s --no-pager -o short-monotonic",
 		// The release's check-config script is unpacked by its wrapper;
 		// a k3s built from cmd/server has none.
 		"k3s-check-config.txt": "sudo k3s check-config 2>&1 || echo \"(no check-config in this k3s: only the release binary carries the script)\"; uname -a; cat /proc/cmdline",
@@ -187,13 +190,18 @@ func (s *Suite) keepK3sJournal(m *Machine, sess *Session) {
 	os.WriteFile(filepath.Join(m.Dir, "k3s-journal.txt"), []byte(out+"\n"), 0o644)
 }
 
+// serverReady waits for a server's API and for its node to be Ready.
+func (s *Suite) serverReady(ctx context.Context, m *Machine, sess *Session, node string, timeout time.Duration) (*APIClient, error) {
+	api, err := s.apiClient(ctx, m, sess)
+	if err != nil {
+		return nil, err
+	}
+	return api, s.waitReady(ctx, m, sess, api, node, timeout)
+}
+
 // checkK3s proves the node-by-mac node Ready when the image carries k3s.
 func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
-	api, err := s.apiClient(ctx, m, sess)
-	if err == nil {
-		err = s.waitReady(ctx, m, sess, api, NodeName, toReady)
-	}
-	if err != nil {
+	if _, err := s.serverReady(ctx, m, sess, NodeName, toReady); err != nil {
 		s.k3sDiagnostics(m, sess)
 		return err
 	}
@@ -208,13 +216,9 @@ func (s *Suite) TwoNodes(ctx context.Context) error {
 	if err := s.k3sMissing(); err != nil {
 		return err
 	}
-	ports := [2]int{}
-	for i := range ports {
-		p, err := FreeUDPPort()
-		if err != nil {
-			return err
-		}
-		ports[i] = p
+	ports, err := FreeUDPPorts(2)
+	if err != nil {
+		return err
 	}
 	server, err := s.machine("k3s-server", ServerMAC, slirpDHCPIP)
 	if err != nil {
@@ -247,10 +251,7 @@ func (s *Suite) TwoNodes(ctx context.Context) error {
 	if err := check(agentSess, "the agent's link address", "ip -4 -o addr show dev "+linkIface+" | awk '{print $4}'", agentLinkIP+"/24"); err != nil {
 		return err
 	}
-	api, err := s.apiClient(ctx, server, sess)
-	if err == nil {
-		err = s.waitReady(ctx, server, sess, api, ServerName, toTwoReady)
-	}
+	api, err := s.serverReady(ctx, server, sess, ServerName, toTwoReady)
 	if err == nil {
 		err = s.waitReady(ctx, agent, sess, api, AgentName, toTwoReady)
 	}
@@ -313,11 +314,7 @@ func (s *Suite) Postgres(ctx context.Context) error {
 		return err
 	}
 	defer sess.Close()
-	api, err := s.apiClient(ctx, m, sess)
-	if err == nil {
-		err = s.waitReady(ctx, m, sess, api, PostgresName, toReady)
-	}
-	if err != nil {
+	if _, err := s.serverReady(ctx, m, sess, PostgresName, toReady); err != nil {
 		s.k3sDiagnostics(m, sess)
 		return err
 	}

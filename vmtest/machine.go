@@ -83,14 +83,18 @@ type Link struct {
 	UserMAC string
 }
 
-// FreeUDPPort returns a free UDP port on the loopback interface.
-func FreeUDPPort() (int, error) {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// FreeUDPPorts returns n distinct free UDP ports on the loopback interface.
+func FreeUDPPorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close() // held until all are chosen, so that none repeats
+		ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
+	return ports, nil
 }
 
 // FreePort returns a free TCP port on the loopback interface.

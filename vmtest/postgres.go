@@ -82,9 +82,18 @@ exec setpriv --reuid=postgres --regid=postgres --init-groups "$bin/postgres" -D 
 			return nil, fmt.Errorf("PostgreSQL not listening on port %d within 2 minutes (log in %s)", p.port, p.dir)
 		}
 	}
-	if _, err := p.psql(ctx, "postgres", "CREATE DATABASE "+postgresDB); err != nil {
-		p.Stop()
-		return nil, err
+	// Listening comes a moment before accepting queries ("the database
+	// system is starting up").
+	for {
+		_, err := p.psql(ctx, "postgres", "CREATE DATABASE "+postgresDB)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			p.Stop()
+			return nil, err
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	s.logf("PostgreSQL listening on 127.0.0.1:%d (the node's %s:%d)", p.port, slirpHost, p.port)
 	return p, nil
@@ -115,6 +124,13 @@ func (p *postgres) psql(ctx context.Context, db, sql string) (string, error) {
 func (p *postgres) Stop() {
 	if p.cmd == nil || p.cmd.Process == nil {
 		return
+	}
+	// The data is owned by the tools root's postgres uid: not left behind.
+	defer os.RemoveAll(filepath.Join(p.dir, "data"))
+	select {
+	case <-p.done: // exited: its pid file may name another process by now
+		return
+	default:
 	}
 	if b, err := os.ReadFile(filepath.Join(p.dir, "data", "postmaster.pid")); err == nil {
 		if pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0]); err == nil {

@@ -187,6 +187,12 @@ func (s *Suite) boot(ctx context.Context, m *Machine, fresh bool) error {
 	return err
 }
 
+// bootCase is one case of the suite, by the name K3OS_VMTEST_CASES uses.
+type bootCase struct {
+	name string
+	run  func(context.Context) error
+}
+
 // All runs every case; it stops at the first failure, keeping logs in Dir.
 func (s *Suite) All(ctx context.Context) error {
 	s.Timings = map[string]map[string]time.Duration{}
@@ -194,17 +200,25 @@ func (s *Suite) All(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(s.Dir, "ssh-key"), s.Key.PEM, 0o600); err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		name string
-		run  func(context.Context) error
-	}{
+	cases := []bootCase{
 		{"node-by-mac", s.NodeByMAC},
 		{"default-config", s.DefaultConfig},
 		{"raspi4b-smoke", s.Raspi4bSmoke},
 		{"k3s-two-nodes", s.TwoNodes},
 		{"k3s-postgres", s.Postgres},
-	} {
-		if only := os.Getenv("K3OS_VMTEST_CASES"); only != "" && !slices.Contains(strings.Split(only, ","), c.name) {
+	}
+	var only []string
+	if v := os.Getenv("K3OS_VMTEST_CASES"); v != "" {
+		for _, name := range strings.Split(v, ",") {
+			name = strings.TrimSpace(name)
+			if !slices.ContainsFunc(cases, func(c bootCase) bool { return c.name == name }) {
+				return fmt.Errorf("K3OS_VMTEST_CASES: no case %q (node-by-mac, default-config, raspi4b-smoke, k3s-two-nodes, k3s-postgres)", name)
+			}
+			only = append(only, name)
+		}
+	}
+	for _, c := range cases {
+		if only != nil && !slices.Contains(only, c.name) {
 			s.logf("=== boot test %s: not in K3OS_VMTEST_CASES, not run", c.name)
 			continue
 		}
