@@ -187,44 +187,58 @@ func (s *Suite) boot(ctx context.Context, m *Machine, fresh bool) error {
 	return err
 }
 
-// bootCase is one case of the suite, by the name K3OS_VMTEST_CASES uses.
-type bootCase struct {
-	name string
-	run  func(context.Context) error
+// CaseNames are the suite's cases, in the order they run.
+var CaseNames = []string{"node-by-mac", "default-config", "raspi4b-smoke", "k3s-two-nodes", "k3s-postgres"}
+
+// SelectedCases returns the cases K3OS_VMTEST_CASES names (comma-separated),
+// or all of them when it is unset; an unknown name is an error.
+func SelectedCases() ([]string, error) {
+	v := os.Getenv("K3OS_VMTEST_CASES")
+	if v == "" {
+		return CaseNames, nil
+	}
+	var out []string
+	for _, name := range strings.Split(v, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(CaseNames, name) {
+			return nil, fmt.Errorf("K3OS_VMTEST_CASES: no case %q (%s)", name, strings.Join(CaseNames, ", "))
+		}
+		out = append(out, name)
+	}
+	return out, nil
 }
 
-// All runs every case; it stops at the first failure, keeping logs in Dir.
+// cases maps CaseNames to the cases.
+func (s *Suite) cases() map[string]func(context.Context) error {
+	return map[string]func(context.Context) error{
+		"node-by-mac":    s.NodeByMAC,
+		"default-config": s.DefaultConfig,
+		"raspi4b-smoke":  s.Raspi4bSmoke,
+		"k3s-two-nodes":  s.TwoNodes,
+		"k3s-postgres":   s.Postgres,
+	}
+}
+
+// All runs the selected cases; it stops at the first failure, keeping logs in Dir.
 func (s *Suite) All(ctx context.Context) error {
 	s.Timings = map[string]map[string]time.Duration{}
 	passed, skipped := 0, 0
+	only, err := SelectedCases()
+	if err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(s.Dir, "ssh-key"), s.Key.PEM, 0o600); err != nil {
 		return err
 	}
-	cases := []bootCase{
-		{"node-by-mac", s.NodeByMAC},
-		{"default-config", s.DefaultConfig},
-		{"raspi4b-smoke", s.Raspi4bSmoke},
-		{"k3s-two-nodes", s.TwoNodes},
-		{"k3s-postgres", s.Postgres},
-	}
-	var only []string
-	if v := os.Getenv("K3OS_VMTEST_CASES"); v != "" {
-		for _, name := range strings.Split(v, ",") {
-			name = strings.TrimSpace(name)
-			if !slices.ContainsFunc(cases, func(c bootCase) bool { return c.name == name }) {
-				return fmt.Errorf("K3OS_VMTEST_CASES: no case %q (node-by-mac, default-config, raspi4b-smoke, k3s-two-nodes, k3s-postgres)", name)
-			}
-			only = append(only, name)
-		}
-	}
-	for _, c := range cases {
-		if only != nil && !slices.Contains(only, c.name) {
-			s.logf("=== boot test %s: not in K3OS_VMTEST_CASES, not run", c.name)
+	run := s.cases()
+	for _, name := range CaseNames {
+		if !slices.Contains(only, name) {
+			s.logf("=== boot test %s: not in K3OS_VMTEST_CASES, not run", name)
 			continue
 		}
 		start := time.Now()
-		s.logf("=== boot test %s", c.name)
-		err := c.run(ctx)
+		s.logf("=== boot test %s", name)
+		err := run[name](ctx)
 		var skip skipError
 		isSkip := errors.As(err, &skip)
 		if err != nil && !isSkip && os.Getenv("K3OS_VMTEST_KEEP") != "" {
@@ -238,15 +252,15 @@ func (s *Suite) All(ctx context.Context) error {
 		}
 		s.live = nil
 		if isSkip {
-			s.logf("--- SKIP %s: %s", c.name, skip)
+			s.logf("--- SKIP %s: %s", name, skip)
 			skipped++
 			continue
 		}
 		if err != nil {
-			s.logf("--- FAIL %s (%s)", c.name, time.Since(start).Round(time.Second))
-			return fmt.Errorf("boot test %s: %w (logs in %s)", c.name, err, s.Dir)
+			s.logf("--- FAIL %s (%s)", name, time.Since(start).Round(time.Second))
+			return fmt.Errorf("boot test %s: %w (logs in %s)", name, err, s.Dir)
 		}
-		s.logf("--- PASS %s (%s)", c.name, time.Since(start).Round(time.Second))
+		s.logf("--- PASS %s (%s)", name, time.Since(start).Round(time.Second))
 		passed++
 	}
 	s.logf("boot test: %d passed, %d skipped, 0 failed", passed, skipped)

@@ -3,6 +3,7 @@ package vmtest
 import (
 	"bytes"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -92,5 +93,23 @@ func TestEmulationK3sArgs(t *testing.T) {
 		if got := EmulationK3sArgs(version, true); len(got) != want+3 || !strings.Contains(got[len(got)-1], "leader-elect=false") {
 			t.Errorf("EmulationK3sArgs(%q, server) = %q", version, got)
 		}
+	}
+}
+
+func TestSelectedCases(t *testing.T) {
+	if got := slices.Sorted(maps.Keys((&Suite{}).cases())); !slices.Equal(got, slices.Sorted(slices.Values(CaseNames))) {
+		t.Errorf("cases %v, CaseNames %v", got, CaseNames)
+	}
+	t.Setenv("K3OS_VMTEST_CASES", "")
+	if got, err := SelectedCases(); err != nil || len(got) != len(CaseNames) {
+		t.Errorf("unset: %v %v", got, err)
+	}
+	t.Setenv("K3OS_VMTEST_CASES", "k3s-postgres, node-by-mac")
+	if got, err := SelectedCases(); err != nil || !slices.Equal(got, []string{"k3s-postgres", "node-by-mac"}) {
+		t.Errorf("two cases: %v %v", got, err)
+	}
+	t.Setenv("K3OS_VMTEST_CASES", "k3s-postgress")
+	if _, err := SelectedCases(); err == nil || !strings.Contains(err.Error(), `no case "k3s-postgress"`) {
+		t.Errorf("typo: err = %v", err)
 	}
 }

@@ -23,6 +23,9 @@ func Run(ctx context.Context, p *ci.Plan, r *ci.Runner, h *host.Engine, dist str
 	if err != nil {
 		return err
 	}
+	if _, err := vmtest.SelectedCases(); err != nil {
+		return err
+	}
 	os.RemoveAll(dir)
 	key, err := vmtest.NewKey()
 	if err != nil {
