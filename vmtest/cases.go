@@ -97,6 +97,13 @@ func (s *Suite) NodeByMAC(ctx context.Context) error {
 			return err
 		}
 	}
+	// k3s comes back from the state it keeps on the card, as after a
+	// Pi's power cut.
+	if s.K3s {
+		if err := s.checkK3s(ctx, m, sess2); err != nil {
+			return fmt.Errorf("second boot: %w", err)
+		}
+	}
 	s.record(m, "second boot")
 	return nil
 }

@@ -147,8 +147,8 @@ func (s *Suite) waitReady(ctx context.Context, m *Machine, sess *Session, api *A
 		switch {
 		case err != nil:
 			last = "from the host: " + err.Error()
-		case !n.Ready():
-			last = "from the host: " + k3sNotReady
+		case !n.Ready(m.start):
+			last = "from the host: " + k3sNotReady + " since power-on"
 		case !onNode:
 			last = "on the node: " + out
 		default:

@@ -85,6 +85,8 @@ type Node struct {
 		Conditions []struct {
 			Type   string `json:"type"`
 			Status string `json:"status"`
+			// LastHeartbeatTime is when the kubelet last reported it.
+			LastHeartbeatTime time.Time `json:"lastHeartbeatTime"`
 		} `json:"conditions"`
 		NodeInfo struct {
 			KubeletVersion string `json:"kubeletVersion"`
@@ -92,11 +94,13 @@ type Node struct {
 	} `json:"status"`
 }
 
-// Ready says whether the node's Ready condition is True.
-func (n *Node) Ready() bool {
+// Ready says whether the node's Ready condition is True, as its kubelet
+// reported after since: a node's status outlives a reboot until the
+// controller manager notices the kubelet's silence.
+func (n *Node) Ready(since time.Time) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == "Ready" {
-			return c.Status == "True"
+			return c.Status == "True" && c.LastHeartbeatTime.After(since)
 		}
 	}
 	return false

@@ -41,7 +41,7 @@ func TestAPIClient(t *testing.T) {
 		}
 		fmt.Fprint(w, `{"metadata":{"name":"k3os-agent","labels":{"k3os.io/pool":"edge"}},
 			"spec":{"taints":[{"key":"k3os.io/dedicated","value":"edge","effect":"NoSchedule"}]},
-			"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True"}],
+			"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True","lastHeartbeatTime":"2026-11-26T06:00:00Z"}],
 			"nodeInfo":{"kubeletVersion":"v1.21.2+k3s1"}}}`)
 	}))
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
@@ -70,7 +70,10 @@ users:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !n.Ready() || !n.HasTaint("k3os.io/dedicated=edge:NoSchedule") || n.HasTaint("k3os.io/dedicated=edge:NoExecute") ||
+	if n.Ready(time.Date(2026, 11, 26, 6, 0, 1, 0, time.UTC)) {
+		t.Error("a heartbeat from before the boot counts as Ready")
+	}
+	if !n.Ready(time.Date(2026, 11, 26, 5, 59, 0, 0, time.UTC)) || !n.HasTaint("k3os.io/dedicated=edge:NoSchedule") || n.HasTaint("k3os.io/dedicated=edge:NoExecute") ||
 		n.Metadata.Labels["k3os.io/pool"] != "edge" || n.Status.NodeInfo.KubeletVersion != "v1.21.2+k3s1" {
 		t.Errorf("node = %+v", n)
 	}
