@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,7 +191,7 @@ func agentImage(bin string) ([]byte, error) {
 	tw.WriteHeader(&tar.Header{Name: "k3os-agent", Mode: 0o755, Size: int64(len(data)), Typeflag: tar.TypeReg})
 	tw.Write(data)
 	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(layerTar.Bytes()))
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerTar.Bytes())), nil })
 	if err != nil {
 		return nil, err
 	}
