@@ -9,8 +9,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/k3os-rpi/k3os-rpi4/ci"
+	"github.com/k3os-rpi/k3os-rpi4/ci/engine"
 	"github.com/k3os-rpi/k3os-rpi4/ci/engine/dagger"
-	"github.com/k3os-rpi/k3os-rpi4/ci/engine/host"
 )
 
 // Every step of `go tool mage image` (KERNEL=debian, K3S=none) through a
@@ -38,7 +38,11 @@ func TestStepsMatchHostEngine(t *testing.T) {
 	if daggerCache == "" {
 		daggerCache = filepath.Join(os.TempDir(), "k3os-dagger-test-cache")
 	}
-	h := host.New(hostCache, log)
+	// The host engine as every target makes it: pinned to ci/toolchains.lock.
+	h, err := engine.Host(project, hostCache, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := &dagger.Engine{Base: dagger.BaseImport, Tarball: h.OCITarball, Fetch: h, Log: log}
 	defer d.Close()
 	hr := &ci.Runner{Engine: h, Cache: hostCache, Project: project, Log: log}
