@@ -273,7 +273,8 @@ var KernelToolchain = Toolchain{
 	Suites: []string{"trixie", "trixie-updates"},
 	Arch:   "amd64",
 	Packages: []string{"gcc", "libc6-dev", "gcc-aarch64-linux-gnu", "make", "bc", "bison", "flex", "libssl-dev", "libelf-dev", "perl",
-		"cpio", "kmod", "xz-utils", "zstd", "ccache"},
+		"cpio", "kmod", "xz-utils", "zstd", "ccache",
+		"python3"}, // python3: generated headers of some drivers (drm/msm) in the full config
 }
 
 // kernelFragments are the config fragments of a source flavour, in merge order.
