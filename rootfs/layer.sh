@@ -22,6 +22,18 @@ layer() {
 		echo "TIMESTAMP_NSEC=${SOURCE_DATE_EPOCH}000000000" > $r/$d/.updated
 		touch -d "@$SOURCE_DATE_EPOCH" $r/$d/.updated
 	done
+	# What Debian's packages switch on and a k3OS node does not run:
+	# Wi-Fi is wpa_supplicant@wlan0, which the agent enables when a config
+	# asks, not the D-Bus wpa_supplicant that holds network.target (and so
+	# sshd) back; e2scrub checks LVM snapshots; the package database of a
+	# read-only root needs no daily backup. The SSH generator binds sshd to
+	# AF_VSOCK and a local AF_UNIX socket, and fails on boards without vsock.
+	for u in multi-user.target.wants/wpa_supplicant.service multi-user.target.wants/e2scrub_reap.service \
+		timers.target.wants/e2scrub_all.timer timers.target.wants/dpkg-db-backup.timer; do
+		rm "$r/etc/systemd/system/$u"
+	done
+	mkdir -p $r/etc/systemd/system-generators
+	ln -s /dev/null $r/etc/systemd/system-generators/systemd-ssh-generator
 	k3s="none"
 	if [ -d /in/k3s ]; then
 		install -m 0755 /in/k3s/k3s $r/usr/local/bin/k3s

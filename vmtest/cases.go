@@ -43,6 +43,7 @@ func (s *Suite) NodeByMAC(ctx context.Context) error {
 	if err := s.checkNode(ctx, m, sess); err != nil {
 		return err
 	}
+	s.saveBootChain(m, sess)
 	// k3s first when the image carries it: it runs the containerd that
 	// the container check then uses.
 	var skip skipError
@@ -107,6 +108,22 @@ func (s *Suite) NodeByMAC(ctx context.Context) error {
 	}
 	s.record(m, "second boot")
 	return nil
+}
+
+// saveBootChain keeps systemd's view of the boot in the machine's
+// directory: what held up the SSH login, the slowest units, the journal.
+func (s *Suite) saveBootChain(m *Machine, sess *Session) {
+	for file, cmd := range map[string]string{
+		"boot-chain.txt": "systemd-analyze critical-chain --no-pager ssh.service; echo; systemd-analyze blame --no-pager | head -25",
+		"journal.txt":    "sudo journalctl -b --no-pager -o short-monotonic",
+	} {
+		out, err := sess.Run(cmd)
+		if err != nil {
+			s.logf("%s: %s: %v", m.Name, cmd, err)
+			continue
+		}
+		os.WriteFile(filepath.Join(m.Dir, file), []byte(out+"\n"), 0o644)
+	}
 }
 
 // checkNode asserts what the node's config asked for.

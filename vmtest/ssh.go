@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -59,12 +60,11 @@ func Dial(ctx context.Context, port int, user string, key *Key, timeout time.Dur
 			hostKey = ssh.FingerprintSHA256(k)
 			return nil
 		},
-		Timeout: 10 * time.Second,
 	}
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		c, err := ssh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), cfg)
+		c, err := dialSSH(fmt.Sprintf("127.0.0.1:%d", port), cfg)
 		if err == nil {
 			return &Session{client: c, HostKey: hostKey}, nil
 		}
@@ -80,6 +80,40 @@ func Dial(ctx context.Context, port int, user string, key *Key, timeout time.Dur
 	}
 	return nil, fmt.Errorf("no SSH login as %s on port %d within %s: %v", user, port, timeout, last)
 }
+
+// dialSSH makes one login attempt. QEMU's user network accepts the TCP
+// connection at once, before the guest has an address or sshd, so an
+// attempt first waits a few seconds only for sshd's banner: a long wait
+// there would make the measured login time as coarse as that wait.
+func dialSSH(addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
+	conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	r := bufio.NewReader(conn)
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := r.Peek(4); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("no SSH banner: %w", err)
+	}
+	// The key exchange under emulation can take a while.
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	c, chans, reqs, err := ssh.NewClientConn(peekedConn{conn, r}, addr, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return ssh.NewClient(c, chans, reqs), nil
+}
+
+// peekedConn is a connection whose first bytes sit in r.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // Run runs a command and returns its trimmed output.
 func (s *Session) Run(cmd string) (string, error) {
