@@ -127,6 +127,8 @@ func (r *Runner) run(ctx context.Context, s *Step) result {
 	log := r.Log.WithFields(logrus.Fields{"step": s.Name, "engine": r.Engine.Name()})
 	if _, err := os.Stat(out); err == nil {
 		log.WithField("key", key).Info("cached")
+		now := time.Now()
+		os.Chtimes(out, now, now) // last use, for PruneSteps
 		return result{key: key, out: out}
 	}
 	inputs := map[string]string{}

@@ -52,14 +52,20 @@ func TestRunnerCache(t *testing.T) {
 	log.SetOutput(io.Discard)
 	newRunner := func() *Runner { return &Runner{Engine: e, Cache: filepath.Join(dir, "cache"), Project: dir, Log: log} }
 	s := testStep(Input{Name: "a", Path: "a.txt"})
-	if _, err := newRunner().Build(context.Background(), s); err != nil {
+	first, err := newRunner().Build(context.Background(), s)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// Same content, new mtime: cached.
+	long := time.Now().Add(-24 * time.Hour)
+	os.Chtimes(first, long, long)
+	// Same content, new mtime: cached, and the hit marks the output used.
 	os.Chtimes(src, time.Now().Add(time.Hour), time.Now().Add(time.Hour))
 	out, err := newRunner().Build(context.Background(), s)
 	if err != nil || e.runs != 1 {
 		t.Fatalf("runs = %d, err %v; want a cache hit", e.runs, err)
+	}
+	if info, _ := os.Stat(out); time.Since(info.ModTime()) > time.Hour {
+		t.Errorf("a cache hit left the output's last use at %s", info.ModTime())
 	}
 	// Changed content: run again.
 	os.WriteFile(src, []byte("two"), 0o644)

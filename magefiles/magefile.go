@@ -76,6 +76,16 @@ func Clean() error {
 	return nil
 }
 
+// Cache holds the build cache's targets.
+type Cache mg.Namespace
+
+// Prune removes every cached step output but the most recently used of each step (clean removes them all).
+func (Cache) Prune() error {
+	n, size, err := ci.PruneSteps(ci.CacheRoot())
+	fmt.Printf("removed %d step outputs, %d MiB\n", n, size>>20)
+	return err
+}
+
 func configDir() string {
 	if d := os.Getenv("CONFIG_DIR"); d != "" {
 		return d
