@@ -27,8 +27,8 @@ func PruneSteps(cache string) (removed int, size int64, err error) {
 		return 0, 0, err
 	}
 	type use struct {
-		name string
-		when time.Time
+		name, step string
+		when       time.Time
 	}
 	newest := map[string]use{}
 	var all []use
@@ -41,14 +41,14 @@ func PruneSteps(cache string) (removed int, size int64, err error) {
 		if err != nil {
 			return removed, size, err
 		}
-		u := use{e.Name(), info.ModTime()}
+		u := use{e.Name(), m[1], info.ModTime()}
 		all = append(all, u)
-		if n, ok := newest[m[1]]; !ok || u.when.After(n.when) {
-			newest[m[1]] = u
+		if n, ok := newest[u.step]; !ok || u.when.After(n.when) {
+			newest[u.step] = u
 		}
 	}
 	for _, u := range all {
-		if newest[stepDir.FindStringSubmatch(u.name)[1]].name == u.name {
+		if newest[u.step].name == u.name {
 			continue
 		}
 		p := filepath.Join(dir, u.name)

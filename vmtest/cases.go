@@ -113,17 +113,10 @@ func (s *Suite) NodeByMAC(ctx context.Context) error {
 // saveBootChain keeps systemd's view of the boot in the machine's
 // directory: what held up the SSH login, the slowest units, the journal.
 func (s *Suite) saveBootChain(m *Machine, sess *Session) {
-	for file, cmd := range map[string]string{
+	keepOutputs(m, sess, map[string]string{
 		"boot-chain.txt": "systemd-analyze critical-chain --no-pager ssh.service; echo; systemd-analyze blame --no-pager | head -25",
 		"journal.txt":    "sudo journalctl -b --no-pager -o short-monotonic",
-	} {
-		out, err := sess.Run(cmd)
-		if err != nil {
-			s.logf("%s: %s: %v", m.Name, cmd, err)
-			continue
-		}
-		os.WriteFile(filepath.Join(m.Dir, file), []byte(out+"\n"), 0o644)
-	}
+	})
 }
 
 // checkNode asserts what the node's config asked for.

@@ -168,26 +168,19 @@ func (s *Suite) waitReady(ctx context.Context, m *Machine, sess *Session, api *A
 // k3sDiagnostics keeps what explains a k3s failure beside the console log.
 func (s *Suite) k3sDiagnostics(m *Machine, sess *Session) {
 	s.keepK3sJournal(m, sess)
-	for file, cmd := range map[string]string{
+	keepOutputs(m, sess, map[string]string{
 		// The release's check-config script is unpacked by its wrapper;
 		// a k3s built from cmd/server has none.
 		"k3s-check-config.txt": "sudo k3s check-config 2>&1 || echo \"(no check-config in this k3s: only the release binary carries the script)\"; uname -a; cat /proc/cmdline",
 		"k3s-nodes.txt":        "sudo kubectl get nodes -o wide 2>&1; sudo kubectl get pods -A -o wide 2>&1",
-	} {
-		out, err := sess.Run(cmd)
-		if err != nil {
-			out += "\n" + err.Error()
-		}
-		os.WriteFile(filepath.Join(m.Dir, file), []byte(out+"\n"), 0o644)
-	}
+	})
 	s.logf("%s: console, k3s journal and check-config kept in %s", m.Name, m.Dir)
 }
 
 // keepK3sJournal keeps k3s's journal of a machine that passed: where its
 // time to Ready went.
 func (s *Suite) keepK3sJournal(m *Machine, sess *Session) {
-	out, _ := sess.Run("sudo journalctl -b -u k3s --no-pager -o short-monotonic")
-	os.WriteFile(filepath.Join(m.Dir, "k3s-journal.txt"), []byte(out+"\n"), 0o644)
+	keepOutputs(m, sess, map[string]string{"k3s-journal.txt": "sudo journalctl -b -u k3s --no-pager -o short-monotonic"})
 }
 
 // serverReady waits for a server's API and for its node to be Ready.

@@ -287,6 +287,18 @@ func (s *Suite) writeTimings() error {
 	return os.WriteFile(filepath.Join(s.Dir, "timings.json"), b, 0o644)
 }
 
+// keepOutputs runs commands on a machine and keeps each one's output, and
+// its error if it failed, in the named file of the machine's directory.
+func keepOutputs(m *Machine, sess *Session, files map[string]string) {
+	for file, cmd := range files {
+		out, err := sess.Run(cmd)
+		if err != nil {
+			out += "\n" + err.Error()
+		}
+		os.WriteFile(filepath.Join(m.Dir, file), []byte(out+"\n"), 0o644)
+	}
+}
+
 // check runs a command over SSH and compares its output.
 func check(sess *Session, what, cmd, want string) error {
 	got, err := sess.Run(cmd)
