@@ -19,12 +19,8 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/partition/mbr"
-)
 
-// Partition numbers of the image layout.
-const (
-	BootPartition  = 1
-	StatePartition = 2
+	"github.com/k3os-rpi/k3os-rpi4/layout"
 )
 
 // Partition is one MBR entry.
@@ -78,7 +74,7 @@ func Inspect(p string) (*Info, error) {
 		info.Partitions = append(info.Partitions, Partition{Number: i + 1, Type: byte(part.Type), Bootable: part.Bootable,
 			StartSector: part.Start, Sectors: part.Size})
 	}
-	boot, err := d.GetFilesystem(BootPartition)
+	boot, err := d.GetFilesystem(layout.BootPartition)
 	if err != nil {
 		return nil, fmt.Errorf("%s: boot partition: %w", p, err)
 	}
@@ -94,17 +90,17 @@ func Inspect(p string) (*Info, error) {
 	if b, err := readAll(boot, "cmdline.txt"); err == nil {
 		info.Cmdline = strings.TrimSpace(string(b))
 	}
-	state, err := d.GetFilesystem(StatePartition)
+	state, err := d.GetFilesystem(layout.StatePartition)
 	if err != nil {
 		return nil, fmt.Errorf("%s: state partition: %w", p, err)
 	}
-	if entries, err := state.ReadDir("config"); err == nil {
+	if entries, err := state.ReadDir(layout.ConfigDir); err == nil {
 		for _, e := range entries {
 			info.Nodes = append(info.Nodes, strings.TrimSuffix(e.Name(), path.Ext(e.Name())))
 		}
 		sort.Strings(info.Nodes)
 	}
-	if entries, err := state.ReadDir("k3os/system"); err == nil {
+	if entries, err := state.ReadDir(layout.SystemDir); err == nil {
 		// go-diskfs reports the current link as a file; the version
 		// directory next to it is the one that is named in it.
 		for _, e := range entries {
@@ -113,7 +109,7 @@ func Inspect(p string) (*Info, error) {
 			}
 		}
 	}
-	if b, err := readAll(state, "k3os/system/"+info.Current+"/k3os-release"); err == nil {
+	if b, err := readAll(state, layout.SystemDir+"/"+info.Current+"/k3os-release"); err == nil {
 		info.Release = ParseRelease(b)
 	}
 	return info, nil
@@ -154,7 +150,7 @@ func ExtractBootFiles(p, dir string, names ...string) error {
 		return err
 	}
 	defer d.Close()
-	boot, err := d.GetFilesystem(BootPartition)
+	boot, err := d.GetFilesystem(layout.BootPartition)
 	if err != nil {
 		return fmt.Errorf("%s: boot partition: %w", p, err)
 	}

@@ -27,7 +27,7 @@ config() {
 	cd $src
 	mkdir -p /work/o
 	case "$1" in
-	source)
+	full)
 		dpkg-deb --fsys-tarfile /in/source/linux-config-*.deb | tar -x -C /work --wildcards '*config.arm64_none_arm64.xz'
 		xz -dc /work/usr/src/linux-config-*/config.arm64_none_arm64.xz > /work/debian.config
 		scripts/kconfig/merge_config.sh -O /work/o /work/debian.config $F/rpi4.config $F/k3s.config $F/qemu-virt.config $F/nodebug.config >/work/merge.log ;;

@@ -1,7 +1,8 @@
 //go:build mage
 
 // Targets of the k3OS Raspberry Pi 4 image build. Each is a few lines over
-// the ci and nodeconfig packages; run `go tool mage -l` to list them.
+// the pipeline and nodeconfig packages; run `go tool mage -l` to list them
+// and `go tool mage settings` for the options they read.
 package main
 
 import (
@@ -9,66 +10,122 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/magefile/mage/mg"
 	"github.com/magefile/mage/sh"
 	"github.com/sirupsen/logrus"
 
-	"github.com/k3os-rpi/k3os-rpi4/ci"
-	"github.com/k3os-rpi/k3os-rpi4/ci/boottest"
-	"github.com/k3os-rpi/k3os-rpi4/ci/engine"
-	"github.com/k3os-rpi/k3os-rpi4/ci/engine/host"
 	"github.com/k3os-rpi/k3os-rpi4/diskimage"
 	"github.com/k3os-rpi/k3os-rpi4/flash"
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/atomicfile"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/bench"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/boottest"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/engine"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/engine/dagger"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/plan"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/release"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/run"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/step"
+	"github.com/k3os-rpi/k3os-rpi4/settings"
 )
 
-// pipeline returns the plan and a runner on the engine $ENGINE selects.
-// Call the returned function when done.
-func pipeline(ctx context.Context) (*ci.Plan, *ci.Runner, func() error, error) {
-	log := ci.NewLogger(mg.Verbose())
-	cache := ci.CacheRoot()
-	wd, _ := os.Getwd()
-	eng, closeEngine, err := engine.Select(ctx, os.Getenv("ENGINE"), wd, cache, log)
+// load reads the settings, once, before any work: an invalid value stops
+// the target here. test selects the test targets' defaults.
+func load(test bool) (*settings.Settings, error) {
+	wd, err := os.Getwd()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	r := &ci.Runner{Engine: eng, Cache: cache, Project: wd, Log: log}
-	if t := ci.Terminal(); t != nil {
-		r.Progress = t
-	}
-	log.WithFields(logrus.Fields{"engine": eng.Name(), "cache": cache}).Info("pipeline")
-	return ci.NewPlan(wd), r, closeEngine, nil
+	return settings.Load(wd, os.LookupEnv, test)
 }
 
-// Agent builds the on-device agent (static arm64) into dist/k3os-agent.
-func Agent(ctx context.Context) error {
-	return buildAndExport(ctx, func(p *ci.Plan) (*ci.Step, error) { return p.Agent(), nil },
-		map[string]string{"k3os-agent": "dist/k3os-agent"})
+func planOptions(s *settings.Settings) plan.Options {
+	return plan.Options{Project: s.Project, Version: s.Version, Flavour: s.Kernel, K3s: s.K3s, Mirror: s.Mirror, GoEnv: s.GoEnv}
+}
+
+func engineConfig(s *settings.Settings) (engine.Config, error) {
+	pins, err := plan.ReadToolchainLock(filepath.Join(s.Project, plan.ToolchainLockFile))
+	return engine.Config{Choice: s.Engine, DaggerBase: dagger.Base(s.DaggerBase), Cache: s.Cache, Mirror: s.Mirror, Pins: pins,
+		Dagger: dagger.Env{SessionPort: s.Dagger.SessionPort, RunnerHost: s.Dagger.RunnerHost, CLIBin: s.Dagger.CLIBin, CacheHome: s.Dagger.CacheHome}}, err
+}
+
+// runner returns a runner on the engine the settings select. Call the
+// returned function when done.
+func runner(ctx context.Context, s *settings.Settings) (*run.Runner, func() error, error) {
+	log := run.NewLogger(mg.Verbose())
+	cfg, err := engineConfig(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	eng, closeEngine, err := engine.Select(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	r := &run.Runner{Engine: eng, Cache: s.Cache, Project: s.Project, Log: log}
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && !s.Plain {
+		r.Progress = os.Stderr
+	}
+	log.WithFields(logrus.Fields{"engine": eng.Name(), "cache": s.Cache}).Info("pipeline")
+	return r, closeEngine, nil
 }
 
 // buildAndExport builds one step of the plan and copies some of its
 // outputs (output name -> destination) into place.
-func buildAndExport(ctx context.Context, step func(*ci.Plan) (*ci.Step, error), files map[string]string) error {
-	p, r, done, err := pipeline(ctx)
+func buildAndExport(ctx context.Context, pick func(*settings.Settings) (*step.Step, error), files map[string]string) error {
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	st, err := pick(s)
+	if err != nil {
+		return err
+	}
+	r, done, err := runner(ctx, s)
 	if err != nil {
 		return err
 	}
 	defer done()
-	s, err := step(p)
+	if err := r.Prefetch(ctx, st); err != nil {
+		return err
+	}
+	out, err := r.Build(ctx, st)
 	if err != nil {
 		return err
 	}
-	out, err := r.Build(ctx, s)
-	if err != nil {
-		return err
+	return run.Export(out, files)
+}
+
+// fromPlan picks a step of the settings' plan.
+func fromPlan(pick func(*plan.Plan) *step.Step) func(*settings.Settings) (*step.Step, error) {
+	return func(s *settings.Settings) (*step.Step, error) {
+		p, err := plan.New(planOptions(s))
+		if err != nil {
+			return nil, err
+		}
+		return pick(p), nil
 	}
-	return ci.Export(out, files)
+}
+
+// Settings prints every option the targets read from the environment: name, default, what it does, which targets read it.
+func Settings() {
+	settings.Markdown(os.Stdout)
+}
+
+// Agent builds the on-device agent (static arm64) into dist/k3os-agent.
+func Agent(ctx context.Context) error {
+	return buildAndExport(ctx, fromPlan(func(p *plan.Plan) *step.Step { return p.Agent }),
+		map[string]string{"k3os-agent": "dist/k3os-agent"})
 }
 
 // Clean removes dist/ and the build cache (steps, tools roots, downloads).
 func Clean() error {
-	for _, d := range []string{"dist", ci.CacheRoot()} {
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{"dist", s.Cache} {
 		if err := os.RemoveAll(d); err != nil {
 			return err
 		}
@@ -79,37 +136,72 @@ func Clean() error {
 // Cache holds the build cache's targets.
 type Cache mg.Namespace
 
-// Prune removes every cached step output but the most recently used of each step (clean removes them all).
+// Prune removes every cached step output but the most recently used of each step and engine (clean removes them all).
 func (Cache) Prune() error {
-	n, size, err := ci.PruneSteps(ci.CacheRoot())
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	n, size, err := run.PruneSteps(s.Cache)
 	fmt.Printf("removed %d step outputs, %d MiB\n", n, size>>20)
 	return err
 }
 
-func configDir() string {
-	if d := os.Getenv("CONFIG_DIR"); d != "" {
-		return d
-	}
-	return "config"
-}
-
 // Validate checks config/ (or $CONFIG_DIR) and prints each problem as file:line:col.
 func Validate() error {
-	_, err := ci.ValidateConfig(configDir(), os.Stdout)
-	return err
-}
-
-// Schema writes the node config JSON Schema to dist/k3os-config.schema.json.
-func Schema() error {
-	b, err := nodeconfig.JSONSchema()
+	s, err := load(false)
 	if err != nil {
 		return err
 	}
-	return ci.WriteFileAtomic(filepath.Join("dist", "k3os-config.schema.json"), b, 0o644)
+	_, err = release.ValidateConfig(s.ConfigDir, os.Stdout)
+	return err
+}
+
+// Schema writes the node config JSON Schema to dist/k3os-config.schema.json, for editor completion.
+func Schema() error {
+	return atomicfile.WriteFile(filepath.Join("dist", "k3os-config.schema.json"), nodeconfig.JSONSchema(), 0o644)
+}
+
+// Generate rewrites what is generated from the code: the JSON Schema and the key reference of docs/config.md from the config types, and the README's settings table.
+func Generate() error {
+	schema, err := nodeconfig.GenerateSchema("nodeconfig")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join("nodeconfig", "k3os-config.schema.json"), schema, 0o644); err != nil {
+		return err
+	}
+	keys, err := nodeconfig.Reference("nodeconfig")
+	if err != nil {
+		return err
+	}
+	if err := replaceSection("docs/config.md", "<!-- keys: go tool mage generate -->\n", "<!-- /keys -->", keys); err != nil {
+		return err
+	}
+	var table strings.Builder
+	settings.Markdown(&table)
+	return replaceSection("README.md", "<!-- settings: go tool mage settings -->\n", "<!-- /settings -->", table.String())
+}
+
+// replaceSection replaces what stands between two markers of a file.
+func replaceSection(file, start, end, content string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	before, rest, ok := strings.Cut(string(b), start)
+	_, after, ok2 := strings.Cut(rest, end)
+	if !ok || !ok2 {
+		return fmt.Errorf("%s: no section between %q and %q", file, strings.TrimSpace(start), end)
+	}
+	return atomicfile.WriteFile(file, []byte(before+start+content+end+after), 0o644)
 }
 
 // Test is the whole proof CI runs: vet, unit tests, a bounded fuzz run, config validation, then the boot test (see boottest).
 func Test(ctx context.Context) error {
+	if _, err := load(true); err != nil {
+		return err
+	}
 	for _, args := range [][]string{
 		{"vet", "./..."},
 		{"test", "-count=1", "./..."},
@@ -125,24 +217,23 @@ func Test(ctx context.Context) error {
 	return Boottest(ctx)
 }
 
-// Boottest builds an image for a test cluster (K3S=none, KERNEL=reduced unless set) and boots it in QEMU: virt by MAC, a second boot, default.yaml, raspi4b; with k3s, Ready on one node, two nodes and a PostgreSQL datastore.
+// Boottest builds an image for a test cluster (K3S=none unless set) and boots it in QEMU: virt by MAC, a second boot, default.yaml, raspi4b; with k3s, Ready on one node, two nodes and a PostgreSQL datastore.
 func Boottest(ctx context.Context) error {
-	if os.Getenv("K3S") == "" {
-		os.Setenv("K3S", ci.K3sNone)
+	s, err := load(true)
+	if err != nil {
+		return err
 	}
-	if os.Getenv("KERNEL") == "" {
-		os.Setenv("KERNEL", ci.KernelReduced)
-	}
-	p, r, done, err := pipeline(ctx)
+	r, done, err := runner(ctx, s)
 	if err != nil {
 		return err
 	}
 	defer done()
-	h, err := engine.Host(r.Project, r.Cache, r.Log)
+	cfg, err := engineConfig(s)
 	if err != nil {
 		return err
 	}
-	return boottest.Run(ctx, p, r, h, "dist", os.Stdout)
+	return boottest.Run(ctx, boottest.Config{Plan: planOptions(s), Runner: r, Host: engine.Host(cfg, r.Log), Dist: "dist",
+		Cases: s.VMTestCases, Keep: s.VMTestKeep, RequireK3s: s.RequireK3sReady, Out: os.Stdout})
 }
 
 // Rootfs holds the root filesystem targets besides the build itself.
@@ -150,13 +241,14 @@ type Rootfs mg.Namespace
 
 // Lock resolves rootfs/packages.list against the mirror into rootfs/packages.lock.
 func (Rootfs) Lock(ctx context.Context) error {
-	return buildAndExport(ctx, func(p *ci.Plan) (*ci.Step, error) { return p.RootfsLock(), nil },
-		map[string]string{"packages.lock": "rootfs/packages.lock"})
+	return buildAndExport(ctx, func(s *settings.Settings) (*step.Step, error) { return plan.RootfsLock(planOptions(s)), nil },
+		map[string]string{"packages.lock": plan.PackagesLockFile})
 }
 
 // RootFS builds the root filesystem (dist/rootfs.squashfs) from rootfs/packages.lock, the agent, overlay/ and k3s ($K3S).
 func RootFS(ctx context.Context) error {
-	return buildAndExport(ctx, (*ci.Plan).Rootfs, map[string]string{"rootfs.squashfs": "dist/rootfs.squashfs"})
+	return buildAndExport(ctx, fromPlan(func(p *plan.Plan) *step.Step { return p.Rootfs }),
+		map[string]string{"rootfs.squashfs": "dist/rootfs.squashfs"})
 }
 
 // K3s holds the k3s input targets.
@@ -164,8 +256,11 @@ type K3s mg.Namespace
 
 // Pin pins the files of a local k3s, K3S=file:PATH (a binary, or a directory with k3s and its companions), in rootfs/k3s.lock.
 func (K3s) Pin() error {
-	wd, _ := os.Getwd()
-	pinned, err := ci.NewPlan(wd).PinK3s()
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	pinned, err := plan.PinK3s(planOptions(s))
 	for _, p := range pinned {
 		fmt.Println("pinned", p)
 	}
@@ -177,27 +272,35 @@ type Kernel mg.Namespace
 
 // Lock pins the kernel, kernel source and Pi firmware packages into kernel/kernel.lock.
 func (Kernel) Lock(ctx context.Context) error {
-	return buildAndExport(ctx, func(p *ci.Plan) (*ci.Step, error) { return p.KernelLock(), nil },
-		map[string]string{"kernel.lock": "kernel/kernel.lock"})
+	return buildAndExport(ctx, func(s *settings.Settings) (*step.Step, error) { return plan.KernelLock(planOptions(s)), nil },
+		map[string]string{"kernel.lock": plan.KernelLockFile})
 }
 
-// Build builds the kernel of $KERNEL (source, reduced, debian) into dist/kernel/ (Image, config, System.map).
+// Build builds the kernel of $KERNEL into dist/kernel/ (Image, config, System.map).
 func (Kernel) Build(ctx context.Context) error {
-	return buildAndExport(ctx, (*ci.Plan).Kernel, map[string]string{
+	return buildAndExport(ctx, fromPlan(func(p *plan.Plan) *step.Step { return p.Kernel }), map[string]string{
 		"Image": "dist/kernel/Image", "config": "dist/kernel/config", "System.map": "dist/kernel/System.map"})
 }
 
 // Image builds the SD-card image for config/ (or $CONFIG_DIR) into dist/, with .zst, manifest, SBOM and sha256sums.
 func Image(ctx context.Context) error {
-	p, r, done, err := pipeline(ctx)
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	p, err := plan.New(planOptions(s))
+	if err != nil {
+		return err
+	}
+	r, done, err := runner(ctx, s)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if p.KernelFlavour == ci.KernelSource {
-		r.Log.Warn("KERNEL=source: the full kernel is built from source, hours on 2 cores the first time (then cached); KERNEL=debian uses Debian's prebuilt kernel")
+	if s.Kernel == settings.KernelFull {
+		r.Log.Warn("KERNEL=full: Debian's whole config is built from source, hours on 2 cores the first time (then cached)")
 	}
-	return ci.BuildImage(ctx, p, r, configDir(), "dist", os.Stdout)
+	return release.Image{Plan: p, Runner: r, ConfigDir: s.ConfigDir, Env: os.LookupEnv, Out: os.Stdout}.Build(ctx, "dist")
 }
 
 // Inspect prints the partition table, boot files, node configs and versions of an image.
@@ -217,34 +320,43 @@ func Flash(image, device string) error {
 
 // Bench times a cold and a cached root filesystem build and a config-only image rebuild into dist/bench.json.
 func Bench(ctx context.Context) error {
-	p, r, done, err := pipeline(ctx)
+	s, err := load(true)
 	if err != nil {
 		return err
 	}
-	defer done()
-	pinned, err := engine.Host(r.Project, r.Cache, r.Log)
+	p, err := plan.New(planOptions(s))
 	if err != nil {
 		return err
 	}
-	newRunner := func(cache string) *ci.Runner {
-		h := host.New(cache, r.Log)
-		h.Pins = pinned.Pins
-		return &ci.Runner{Engine: h, Cache: cache, Project: r.Project, Log: r.Log}
-	}
-	rs, err := ci.Bench(ctx, p, newRunner, r.Cache, configDir(), os.Stdout)
+	cfg, err := engineConfig(s)
 	if err != nil {
 		return err
 	}
-	return ci.WriteBench("dist/bench.json", rs)
+	log := run.NewLogger(mg.Verbose())
+	newRunner := func(cache string) *run.Runner {
+		c := cfg
+		c.Cache = cache
+		return &run.Runner{Engine: engine.Host(c, log), Cache: cache, Project: s.Project, Log: log}
+	}
+	rs, err := bench.Bench(ctx, p, newRunner, s.Cache, s.ConfigDir, os.LookupEnv, os.Stdout)
+	if err != nil {
+		return err
+	}
+	return bench.Write("dist/bench.json", rs)
 }
 
 // Toolchains holds the toolchain targets.
 type Toolchains mg.Namespace
 
-// Lock records the exact package set of every toolchain not yet in ci/toolchains.lock (new or changed ones), from fresh host tools roots; delete the file first to take what the mirror has now for all.
+// Lock records the exact package set of every toolchain not yet in pipeline/toolchains.lock (new or changed ones), from fresh host tools roots; delete the file first to take what the mirror has now for all.
 func (Toolchains) Lock(ctx context.Context) error {
-	log := ci.NewLogger(mg.Verbose())
-	old, err := ci.ReadToolchainLock(ci.ToolchainLockFile)
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	log := run.NewLogger(mg.Verbose())
+	file := filepath.Join(s.Project, plan.ToolchainLockFile)
+	old, err := plan.ReadToolchainLock(file)
 	if err != nil {
 		return err
 	}
@@ -253,9 +365,9 @@ func (Toolchains) Lock(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	h := host.New(tmp, log) // fresh roots, no pins: what the mirror has now
-	lock := ci.ToolchainLock{}
-	for _, t := range ci.Toolchains {
+	h := engine.Host(engine.Config{Cache: tmp, Mirror: s.Mirror}, log) // fresh roots, no pins: what the mirror has now
+	lock := step.ToolchainLock{}
+	for _, t := range plan.Toolchains {
 		if pins, ok := old[t.Key()]; ok {
 			lock[t.Key()] = pins
 			continue
@@ -264,10 +376,10 @@ func (Toolchains) Lock(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := lock.AddRoot(t, root); err != nil {
+		if err := plan.AddToolsRoot(lock, t, root); err != nil {
 			return err
 		}
 		log.WithField("toolchain", t.Key()).Info("locked")
 	}
-	return lock.Write(ci.ToolchainLockFile)
+	return plan.WriteToolchainLock(file, lock)
 }

@@ -1,6 +1,9 @@
 package nodeconfig
 
 import (
+	"bytes"
+	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -265,7 +268,7 @@ func TestLoadClusterErrors(t *testing.T) {
 func TestSecrets(t *testing.T) {
 	dir := writeDir(t, map[string]string{"token": "s3cret\n"})
 	d, _ := Parse("n.yaml", []byte("k3os:\n  token: file:token\n  password: ${PW}\n  wifi: [{name: a, passphrase: '${NOPE}'}]\n"))
-	r := Secrets{Dir: dir, Getenv: func(k string) (string, bool) { return map[string]string{"PW": "$6$x$y"}[k], k == "PW" }}.Resolve(d)
+	r := Secrets{Dir: dir, Env: func(k string) (string, bool) { return map[string]string{"PW": "$6$x$y"}[k], k == "PW" }}.Resolve(d)
 	if d.Config.K3OS.Token != "s3cret" || d.Config.K3OS.Password != "$6$x$y" {
 		t.Errorf("resolved = %+v", d.Config.K3OS)
 	}
@@ -307,15 +310,106 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 }
 
+var update = flag.Bool("update", false, "rewrite the golden files of testdata/invalid")
+
+// The committed schema is what the types and their comments give now,
+// and it describes every property.
 func TestJSONSchema(t *testing.T) {
-	b, err := JSONSchema()
+	b, err := GenerateSchema(".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"ssh_authorized_keys"`, `"datastore_endpoint"`, `"cluster-init"`, `"additionalProperties": false`} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("schema lacks %s", want)
+	if !bytes.Equal(b, JSONSchema()) {
+		t.Fatal("k3os-config.schema.json is stale: run go tool mage generate")
+	}
+	var schema any
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatal(err)
+	}
+	props := 0
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return
 		}
+		if p, ok := m["properties"].(map[string]any); ok {
+			for name, prop := range p {
+				props++
+				if d, _ := prop.(map[string]any)["description"].(string); len(d) < 10 {
+					t.Errorf("property %s%s has no description (a doc comment on its Go field)", path, name)
+				}
+				walk(path+name+".", prop)
+			}
+		}
+		for _, k := range []string{"items", "additionalProperties"} {
+			walk(path, m[k])
+		}
+	}
+	walk("", schema)
+	if props < 30 {
+		t.Errorf("the schema describes %d properties", props)
+	}
+	if !strings.Contains(string(b), `"additionalProperties": false`) {
+		t.Error("the schema allows unknown keys")
+	}
+}
+
+// docs/config.md's key reference is what the types give now.
+func TestReference(t *testing.T) {
+	want, err := Reference(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "<!-- keys: go tool mage generate -->\n")
+	got, _, ok2 := strings.Cut(rest, "<!-- /keys -->")
+	if !ok || !ok2 || got != want {
+		t.Errorf("docs/config.md's key reference is stale: run go tool mage generate")
+	}
+	for _, key := range []string{"`hostname`", "`write_files[].encoding`", "`k3os.wifi[].passphrase`", "`k3os.network.NAME.address`", "`k3os.datastore_endpoint`"} {
+		if !strings.Contains(want, key) {
+			t.Errorf("the reference lacks %s", key)
+		}
+	}
+}
+
+// Each testdata/invalid/X.yaml gives the report in X.report, as validate
+// prints it (file:line:col: severity: path: message (fix)).
+func TestInvalidGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/invalid/*.yaml")
+	if len(files) < 8 {
+		t.Fatalf("testdata/invalid has %d cases", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, r := Parse(f, data)
+			if d != nil && !r.HasErrors() {
+				r = append(r, d.Validate()...)
+			}
+			got := r.Sorted().String()
+			golden := strings.TrimSuffix(f, ".yaml") + ".report"
+			if *update {
+				os.WriteFile(golden, []byte(got), 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (make it with go test ./nodeconfig -run TestInvalidGolden -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("report:\n%s\nwant (%s):\n%s", got, golden, want)
+			}
+			if !r.HasErrors() {
+				t.Error("an invalid config passed")
+			}
+		})
 	}
 }
 

@@ -1,18 +1,134 @@
 package nodeconfig
 
 import (
+	_ "embed"
 	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"strings"
 
 	"github.com/invopop/jsonschema"
 )
 
-// JSONSchema returns the JSON Schema of a node config file, generated from
-// the Go types, for editor completion. It describes the canonical spelling
-// of keys; the parser also accepts k3OS's other spellings.
-func JSONSchema() ([]byte, error) {
+// pkgPath is this package's import path, under which the schema generator
+// files the doc comments it reads.
+const pkgPath = "github.com/k3os-rpi/k3os-rpi4/nodeconfig"
+
+//go:embed k3os-config.schema.json
+var schemaJSON []byte
+
+// JSONSchema is the JSON Schema of a node config file, for editor
+// completion: the committed k3os-config.schema.json, generated from the Go
+// types and their doc comments. It describes the canonical spelling of
+// keys; the parser also accepts k3OS's other spellings.
+func JSONSchema() []byte { return schemaJSON }
+
+// comments reads the doc comment of every type and field of the package
+// whose source is in dir (a relative path: "." or "nodeconfig").
+func comments(dir string) (*jsonschema.Reflector, error) {
+	rel := filepath.ToSlash(filepath.Clean(dir))
+	base := pkgPath
+	if rel != "." {
+		if filepath.IsAbs(dir) || !strings.HasSuffix(pkgPath, "/"+rel) {
+			return nil, fmt.Errorf("%s: give the package's directory relative to the working directory (\".\" or \"nodeconfig\")", dir)
+		}
+		base = strings.TrimSuffix(pkgPath, "/"+rel)
+	}
 	r := &jsonschema.Reflector{FieldNameTag: "yaml", AllowAdditionalProperties: false, DoNotReference: true}
+	if err := r.AddGoComments(base, rel); err != nil {
+		return nil, err
+	}
+	if r.CommentMap[pkgPath+".Config.Hostname"] == "" {
+		return nil, fmt.Errorf("%s: no doc comments of package nodeconfig found there", dir)
+	}
+	return r, nil
+}
+
+// GenerateSchema makes the JSON Schema from the types and the comments in
+// dir, the package's source (go tool mage generate writes it).
+func GenerateSchema(dir string) ([]byte, error) {
+	r, err := comments(dir)
+	if err != nil {
+		return nil, err
+	}
 	s := r.Reflect(&Config{})
 	s.ID = "https://github.com/k3os-rpi/k3os-rpi4/k3os-config.schema.json"
 	s.Title = "k3OS node config (Raspberry Pi 4)"
-	return json.MarshalIndent(s, "", "  ")
+	b, err := json.MarshalIndent(s, "", "  ")
+	return append(b, '\n'), err
+}
+
+// Reference renders every key as a Markdown table (key, type, meaning)
+// from the types and the comments in dir: the key reference of
+// docs/config.md.
+func Reference(dir string) (string, error) {
+	r, err := comments(dir)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.WriteString("| key | type | meaning |\n|---|---|---|\n")
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			key := prefix + name
+			doc := meaning(f.Name, r.CommentMap[pkgPath+"."+t.Name()+"."+f.Name])
+			ft := f.Type
+			switch {
+			case ft.Kind() == reflect.Struct:
+				walk(ft, key+".")
+				continue
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+				fmt.Fprintf(&b, "| `%s` | list | %s |\n", key, doc)
+				walk(ft.Elem(), key+"[].")
+				continue
+			case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct:
+				fmt.Fprintf(&b, "| `%s` | map | %s |\n", key, doc)
+				walk(ft.Elem(), key+".NAME.")
+				continue
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s |\n", key, kind(ft), doc)
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return b.String(), nil
+}
+
+// meaning turns a Go doc comment ("Token is the cluster's secret") into a
+// table cell ("The cluster's secret").
+func meaning(field, comment string) string {
+	s := strings.Join(strings.Fields(comment), " ")
+	rest, ok := strings.CutPrefix(s, field+" ")
+	if !ok {
+		return s
+	}
+	ext, rest := "", strings.TrimPrefix(rest, "(extension) ")
+	if len(rest) < len(s)-len(field)-1 {
+		ext = "(extension) "
+	}
+	for _, verb := range []string{"is ", "are "} {
+		rest = strings.TrimPrefix(rest, verb)
+	}
+	if rest == "" {
+		return s
+	}
+	return ext + strings.ToUpper(rest[:1]) + rest[1:]
+}
+
+func kind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Slice:
+		return "list of " + kind(t.Elem()) + "s"
+	case reflect.Map:
+		return "map"
+	case reflect.Interface:
+		return "any"
+	}
+	return t.Kind().String()
 }

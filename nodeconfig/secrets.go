@@ -26,21 +26,21 @@ func checkRef(v string) string {
 	return ""
 }
 
+// Lookup reads a variable of the build's environment (os.LookupEnv).
+type Lookup func(name string) (string, bool)
+
 // Secrets resolves secret references at build time.
 type Secrets struct {
 	// Dir is where file: paths are relative to (the config directory).
-	Dir    string
-	Getenv func(string) (string, bool)
+	Dir string
+	// Env resolves ${NAME}; the build passes the environment it runs in.
+	Env Lookup
 }
 
 // Resolve replaces the references in token, password and the Wi-Fi
 // passphrases with their values. It reports what cannot be resolved.
 func (s Secrets) Resolve(d *Doc) Report {
 	var r Report
-	getenv := s.Getenv
-	if getenv == nil {
-		getenv = os.LookupEnv
-	}
 	resolve := func(path string, v *string) {
 		file, line, col := d.at(path)
 		fail := func(msg, hint string) {
@@ -49,7 +49,11 @@ func (s Secrets) Resolve(d *Doc) Report {
 		switch {
 		case envRef.MatchString(*v):
 			name := envRef.FindStringSubmatch(*v)[1]
-			val, ok := getenv(name)
+			var val string
+			ok := false
+			if s.Env != nil {
+				val, ok = s.Env(name)
+			}
 			if !ok || val == "" {
 				fail(fmt.Sprintf("environment variable %s is not set", name), "export "+name+" before the build (in CI, from a repository secret)")
 				return

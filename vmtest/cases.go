@@ -19,12 +19,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/k3os-rpi/k3os-rpi4/diskimage"
+	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
 
 // NodeByMAC boots the node whose MAC has a config file, checks everything
 // that config asked for, powers it off and boots the same disk again.
-func (s *Suite) NodeByMAC(ctx context.Context) error {
-	m, err := s.machine("node-by-mac", NodeMAC, StaticIP)
+func (s *Suite) NodeByMAC(ctx context.Context, c *Case) error {
+	node := c.Node(NodeMAC).Config
+	m, err := s.machine(c.Name, NodeMAC, StaticIP)
 	if err != nil {
 		return err
 	}
@@ -40,20 +42,20 @@ func (s *Suite) NodeByMAC(ctx context.Context) error {
 	}
 	defer sess.Close()
 	m.Mark("sshd")
-	if err := s.checkNode(ctx, m, sess); err != nil {
+	if err := s.checkNode(ctx, m, sess, node); err != nil {
 		return err
 	}
 	s.saveBootChain(m, sess)
 	// k3s first when the image carries it: it runs the containerd that
 	// the container check then uses.
 	var skip skipError
-	switch err := s.k3sMissing(); {
+	switch err := s.k3sMissing(&Case{NeedsK3s: true}); {
 	case errors.As(err, &skip):
 		s.logf("the k3s stage skipped: %s", skip)
 	case err != nil:
 		return err
 	default:
-		if err := s.checkK3s(ctx, m, sess); err != nil {
+		if err := s.checkK3s(ctx, m, sess, node.Hostname); err != nil {
 			return err
 		}
 	}
@@ -91,7 +93,7 @@ func (s *Suite) NodeByMAC(ctx context.Context) error {
 	}
 	for _, c := range []struct{ what, cmd, want string }{
 		{"state persists", "cat /var/lib/k3os-test-marker", "kept"},
-		{"config re-applied", "hostname", NodeName},
+		{"config re-applied", "hostname", node.Hostname},
 		{"authorized_keys unchanged", "cat ~/.ssh/authorized_keys", keys},
 		{"every step ok again", "sudo k3os-agent status >/dev/null && echo ok", "ok"},
 	} {
@@ -102,7 +104,7 @@ func (s *Suite) NodeByMAC(ctx context.Context) error {
 	// k3s comes back from the state it keeps on the card, as after a
 	// Pi's power cut.
 	if s.K3s {
-		if err := s.checkK3s(ctx, m, sess2); err != nil {
+		if err := s.checkK3s(ctx, m, sess2, node.Hostname); err != nil {
 			return fmt.Errorf("second boot: %w", err)
 		}
 	}
@@ -120,12 +122,12 @@ func (s *Suite) saveBootChain(m *Machine, sess *Session) {
 }
 
 // checkNode asserts what the node's config asked for.
-func (s *Suite) checkNode(ctx context.Context, m *Machine, sess *Session) error {
+func (s *Suite) checkNode(ctx context.Context, m *Machine, sess *Session, node nodeconfig.Config) error {
 	if _, err := Dial(ctx, m.SSHPort, "root", s.Key, 20*time.Second); err == nil {
 		return fmt.Errorf("root could log in over SSH")
 	}
 	for _, c := range []struct{ what, cmd, want string }{
-		{"the node chose its config", "hostname", NodeName},
+		{"the node chose its config", "hostname", node.Hostname},
 		{"user rancher", "id -un; id -u", "rancher\n1000"},
 		{"rancher has sudo", "sudo -n true && echo yes", "yes"},
 		{"root has no password", "sudo passwd -S root | cut -d' ' -f2", "L"},
@@ -133,7 +135,7 @@ func (s *Suite) checkNode(ctx context.Context, m *Machine, sess *Session) error 
 		{"sshd is key-only", "sudo sshd -T | grep -E '^(passwordauthentication|permitrootlogin) ' | sort", "passwordauthentication no\npermitrootlogin no"},
 		{"write_files content and mode", "sudo stat -c '%a %U:%G' /etc/k3os-test/secret; sudo cat /etc/k3os-test/secret", "600 root:root\ns3cret"},
 		{"write_files encoding and owner", "stat -c '%a %U' /etc/k3os-test/hello; cat /etc/k3os-test/hello", "644 rancher\nhello"},
-		{"sysctl applied", "cat /proc/sys/vm/swappiness", "13"},
+		{"sysctl applied", "cat /proc/sys/vm/swappiness", node.K3OS.Sysctl["vm.swappiness"]},
 		// Loaded, or built into a kernel without modules (KERNEL=reduced).
 		{"module loaded", "{ grep -q '^ip_vs ' /proc/modules 2>/dev/null || grep -q '/ip_vs.ko$' /lib/modules/$(uname -r)/modules.builtin; } && echo yes", "yes"},
 		{"static address", "ip -4 -o addr show scope global | awk '{print $4}'", StaticIP + "/24"},
@@ -226,8 +228,8 @@ func agentImage(bin string) ([]byte, error) {
 
 // DefaultConfig boots a node whose MAC has no file: it must fall back to
 // default.yaml and name itself after its MAC.
-func (s *Suite) DefaultConfig(ctx context.Context) error {
-	m, err := s.machine("default-config", UnknownMAC, slirpDHCPIP)
+func (s *Suite) DefaultConfig(ctx context.Context, c *Case) error {
+	m, err := s.machine(c.Name, UnknownMAC, slirpDHCPIP)
 	if err != nil {
 		return err
 	}
@@ -254,8 +256,8 @@ func (s *Suite) DefaultConfig(ctx context.Context) error {
 // Raspi4bSmoke boots the image on QEMU's Raspberry Pi 4 model, with the
 // SD image as its SD card, up to the initramfs mounting the state
 // partition (the model has no ethernet, so that is as far as it can show).
-func (s *Suite) Raspi4bSmoke(ctx context.Context) error {
-	m := &Machine{Name: "raspi4b-smoke", Board: "raspi4b", Dir: filepath.Join(s.Dir, "raspi4b-smoke"), Image: s.PiImage, Run: s.Run}
+func (s *Suite) Raspi4bSmoke(ctx context.Context, c *Case) error {
+	m := &Machine{Name: c.Name, Board: "raspi4b", Dir: filepath.Join(s.Dir, c.Name), Image: s.PiImage, Run: s.Run}
 	s.live = append(s.live, m)
 	if err := os.MkdirAll(m.Dir, 0o755); err != nil {
 		return err

@@ -8,17 +8,16 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
 
 // The k3s cases' nodes: a server and an agent on a private link, and a
 // server whose datastore is PostgreSQL on the host.
 const (
-	ServerMAC    = "52:54:00:6b:33:11"
-	AgentMAC     = "52:54:00:6b:33:12"
-	PostgresMAC  = "52:54:00:6b:33:21"
-	ServerName   = "k3os-server"
-	AgentName    = "k3os-agent"
-	PostgresName = "k3os-pg"
+	ServerMAC   = "52:54:00:6b:33:11"
+	AgentMAC    = "52:54:00:6b:33:12"
+	PostgresMAC = "52:54:00:6b:33:21"
 	// What the agent's config asks for.
 	AgentLabelKey, AgentLabelValue = "k3os.io/pool", "edge"
 	AgentTaint                     = "k3os.io/dedicated=edge:NoSchedule"
@@ -65,33 +64,34 @@ func EmulationK3sArgs(version string, server bool) []string {
 	return args
 }
 
-// k3sArgs is the k3s_args block of a node's k3os section: args and what
-// emulation needs.
-func (c Cluster) k3sArgs(server bool, args ...string) string {
-	args = append(args, EmulationK3sArgs(c.K3sVersion, server)...)
-	return "  k3s_args:\n    - " + strings.Join(args, "\n    - ") + "\n"
+// linkNode is a k3s node on the private link between the machines: k3s
+// must use the link's address there, since the user network gives every
+// machine the same one.
+func (c Cluster) linkNode(mac, hostname, ip string, server bool, k nodeconfig.K3OS) Node {
+	k.K3sArgs = append([]string{"--node-ip=" + ip, "--flannel-iface=" + linkIface}, EmulationK3sArgs(c.K3sVersion, server)...)
+	k.Network = map[string]nodeconfig.Interface{linkIface: {Address: ip + "/24"}}
+	return Node{MAC: mac, Config: nodeconfig.Config{Hostname: hostname, SSHAuthorizedKeys: []string{c.publicKey()}, K3OS: k}}
 }
 
-// k3sNodes are the config files of the k3s cases' nodes, by MAC.
-func (c Cluster) k3sNodes() map[string]string {
-	keys := "ssh_authorized_keys:\n  - " + c.Key.PublicKey + "\n"
-	// On the link, k3s must use the link's address: the user network gives
-	// every machine the same one.
-	link := func(server bool, ip string) string {
-		return c.k3sArgs(server, "--node-ip="+ip, "--flannel-iface="+linkIface) +
-			"  network:\n    " + linkIface + ":\n      address: " + ip + "/24\n"
+// twoNodes are the k3s-two-nodes case's server and agent.
+func (c Cluster) twoNodes() []Node {
+	return []Node{
+		c.linkNode(ServerMAC, "k3os-server", serverLinkIP, true, nodeconfig.K3OS{Role: nodeconfig.RoleClusterInit, Token: "vmtest-token"}),
+		c.linkNode(AgentMAC, "k3os-agent", agentLinkIP, false, nodeconfig.K3OS{
+			ServerURL: "https://" + serverLinkIP + ":6443", Token: "vmtest-token",
+			Labels: map[string]string{AgentLabelKey: AgentLabelValue}, Taints: []string{AgentTaint},
+		}),
 	}
-	return map[string]string{
-		ServerMAC: "# k3s-two-nodes: the server, first of its cluster\nhostname: " + ServerName + "\n" + keys +
-			"k3os:\n  role: cluster-init\n  token: vmtest-token\n" + link(true, serverLinkIP),
-		AgentMAC: "# k3s-two-nodes: the agent, joining the server over the link\nhostname: " + AgentName + "\n" + keys +
-			"k3os:\n  server_url: https://" + serverLinkIP + ":6443\n  token: vmtest-token\n" +
-			"  labels:\n    " + AgentLabelKey + ": " + AgentLabelValue + "\n  taints:\n    - " + AgentTaint + "\n" + link(false, agentLinkIP),
-		PostgresMAC: "# k3s-postgres: a server whose datastore is PostgreSQL on the test host\nhostname: " + PostgresName + "\n" + keys +
-			"k3os:\n  role: server\n  token: vmtest-token\n" +
-			fmt.Sprintf("  datastore_endpoint: postgres://%s:%s@%s:%d/%s?sslmode=disable\n", postgresUser, postgresPassword, slirpHost, c.PostgresPort, postgresDB) +
-			c.k3sArgs(true),
-	}
+}
+
+// postgresNode is a server whose datastore is PostgreSQL on the test host.
+func (c Cluster) postgresNode() Node {
+	return Node{MAC: PostgresMAC, Config: nodeconfig.Config{
+		Hostname: "k3os-pg", SSHAuthorizedKeys: []string{c.publicKey()},
+		K3OS: nodeconfig.K3OS{Role: nodeconfig.RoleServer, Token: "vmtest-token",
+			DatastoreEndpoint: fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", postgresUser, postgresPassword, slirpHost, c.PostgresPort, postgresDB),
+			K3sArgs:           EmulationK3sArgs(c.K3sVersion, true)},
+	}}
 }
 
 // skipError is a case's or a stage's reason for not running on this image.
@@ -99,13 +99,13 @@ type skipError string
 
 func (e skipError) Error() string { return string(e) }
 
-// k3sMissing is nil when the image carries k3s, else why the k3s cases
-// are skipped (or fail, under K3OS_REQUIRE_K3S_READY).
-func (s *Suite) k3sMissing() error {
-	if s.K3s {
+// k3sMissing is nil when a case needs no k3s or the image carries it,
+// else why the case is skipped (or fails, under K3OS_REQUIRE_K3S_READY).
+func (s *Suite) k3sMissing(c *Case) error {
+	if !c.NeedsK3s || s.K3s {
 		return nil
 	}
-	if os.Getenv("K3OS_REQUIRE_K3S_READY") != "" {
+	if s.RequireK3s {
 		return fmt.Errorf("K3OS_REQUIRE_K3S_READY is set but the image carries no k3s")
 	}
 	return skipError("the image was built without k3s (K3S=none); build with k3s to run it")
@@ -193,8 +193,8 @@ func (s *Suite) serverReady(ctx context.Context, m *Machine, sess *Session, node
 }
 
 // checkK3s proves the node-by-mac node Ready when the image carries k3s.
-func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
-	if _, err := s.serverReady(ctx, m, sess, NodeName, toReady); err != nil {
+func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session, node string) error {
+	if _, err := s.serverReady(ctx, m, sess, node, toReady); err != nil {
 		s.k3sDiagnostics(m, sess)
 		return err
 	}
@@ -205,10 +205,8 @@ func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session) error {
 // TwoNodes boots two machines from the one image, linked like two Pis on a
 // switch: a cluster-init server and an agent that joins it by its config;
 // both must be Ready, the agent with the labels and taints it asked for.
-func (s *Suite) TwoNodes(ctx context.Context) error {
-	if err := s.k3sMissing(); err != nil {
-		return err
-	}
+func (s *Suite) TwoNodes(ctx context.Context, c *Case) error {
+	serverName, agentName := c.Node(ServerMAC).Config.Hostname, c.Node(AgentMAC).Config.Hostname
 	ports, err := FreeUDPPorts(2)
 	if err != nil {
 		return err
@@ -238,18 +236,18 @@ func (s *Suite) TwoNodes(ctx context.Context) error {
 		return err
 	}
 	defer agentSess.Close()
-	if err := check(agentSess, "the agent chose its config", "hostname", AgentName); err != nil {
+	if err := check(agentSess, "the agent chose its config", "hostname", agentName); err != nil {
 		return err
 	}
 	if err := check(agentSess, "the agent's link address", "ip -4 -o addr show dev "+linkIface+" | awk '{print $4}'", agentLinkIP+"/24"); err != nil {
 		return err
 	}
-	api, err := s.serverReady(ctx, server, sess, ServerName, toTwoReady)
+	api, err := s.serverReady(ctx, server, sess, serverName, toTwoReady)
 	if err == nil {
-		err = s.waitReady(ctx, agent, sess, api, AgentName, toTwoReady)
+		err = s.waitReady(ctx, agent, sess, api, agentName, toTwoReady)
 	}
 	if err == nil {
-		err = s.checkAgentNode(ctx, api)
+		err = s.checkAgentNode(ctx, api, agentName)
 	}
 	if err != nil {
 		s.k3sDiagnostics(server, sess)
@@ -265,37 +263,35 @@ func (s *Suite) TwoNodes(ctx context.Context) error {
 
 // checkAgentNode reads the agent's node from the API: the labels and
 // taints of its config, and the link address.
-func (s *Suite) checkAgentNode(ctx context.Context, api *APIClient) error {
-	n, err := api.Node(ctx, AgentName)
+func (s *Suite) checkAgentNode(ctx context.Context, api *APIClient, agentName string) error {
+	n, err := api.Node(ctx, agentName)
 	if err != nil {
 		return err
 	}
 	if got := n.Metadata.Labels[AgentLabelKey]; got != AgentLabelValue {
-		return fmt.Errorf("node %s: label %s=%q, want %q (labels %v)", AgentName, AgentLabelKey, got, AgentLabelValue, n.Metadata.Labels)
+		return fmt.Errorf("node %s: label %s=%q, want %q (labels %v)", agentName, AgentLabelKey, got, AgentLabelValue, n.Metadata.Labels)
 	}
 	if !n.HasTaint(AgentTaint) {
-		return fmt.Errorf("node %s: no taint %s (taints %v)", AgentName, AgentTaint, n.Spec.Taints)
+		return fmt.Errorf("node %s: no taint %s (taints %v)", agentName, AgentTaint, n.Spec.Taints)
 	}
 	if got := n.Metadata.Labels["k3os.io/mode"]; got != "local" {
-		return fmt.Errorf("node %s: label k3os.io/mode=%q, want local", AgentName, got)
+		return fmt.Errorf("node %s: label k3os.io/mode=%q, want local", agentName, got)
 	}
-	s.logf("node %s carries %s=%s and the taint %s", AgentName, AgentLabelKey, AgentLabelValue, AgentTaint)
+	s.logf("node %s carries %s=%s and the taint %s", agentName, AgentLabelKey, AgentLabelValue, AgentTaint)
 	return nil
 }
 
 // Postgres boots a server whose datastore_endpoint is a PostgreSQL the
 // test starts on the host; the node must be Ready with its state in that
 // database.
-func (s *Suite) Postgres(ctx context.Context) error {
-	if err := s.k3sMissing(); err != nil {
-		return err
-	}
+func (s *Suite) Postgres(ctx context.Context, c *Case) error {
+	name := c.Node(PostgresMAC).Config.Hostname
 	db, err := s.startPostgres(ctx)
 	if err != nil {
 		return err
 	}
 	defer db.Stop()
-	m, err := s.machine("k3s-postgres", PostgresMAC, slirpDHCPIP)
+	m, err := s.machine(c.Name, PostgresMAC, slirpDHCPIP)
 	if err != nil {
 		return err
 	}
@@ -307,7 +303,7 @@ func (s *Suite) Postgres(ctx context.Context) error {
 		return err
 	}
 	defer sess.Close()
-	if _, err := s.serverReady(ctx, m, sess, PostgresName, toReady); err != nil {
+	if _, err := s.serverReady(ctx, m, sess, name, toReady); err != nil {
 		s.k3sDiagnostics(m, sess)
 		return err
 	}
@@ -316,14 +312,14 @@ func (s *Suite) Postgres(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading k3s's state in PostgreSQL: %w", err)
 	}
-	nodes, err := db.Query(ctx, "SELECT count(*) FROM kine WHERE name LIKE '/registry/minions/"+PostgresName+"'")
+	nodes, err := db.Query(ctx, "SELECT count(*) FROM kine WHERE name LIKE '/registry/minions/"+name+"'")
 	if err != nil {
 		return err
 	}
 	if rows == "0" || nodes == "0" {
-		return fmt.Errorf("PostgreSQL's kine table has %s rows, %s for node %s: k3s's state is not there", rows, nodes, PostgresName)
+		return fmt.Errorf("PostgreSQL's kine table has %s rows, %s for node %s: k3s's state is not there", rows, nodes, name)
 	}
-	s.logf("k3s state in PostgreSQL: %s rows in table kine, node %s among them", rows, PostgresName)
+	s.logf("k3s state in PostgreSQL: %s rows in table kine, node %s among them", rows, name)
 	s.keepK3sJournal(m, sess)
 	s.record(m, "k3s postgres")
 	return nil

@@ -68,8 +68,8 @@ func NewAPIClient(config []byte, port int) (*APIClient, error) {
 	return &APIClient{http: &http.Client{Transport: tr, Timeout: 20 * time.Second}, base: fmt.Sprintf("https://127.0.0.1:%d", port)}, nil
 }
 
-// Node is what the test reads of a Kubernetes node.
-type Node struct {
+// KubeNode is what the test reads of a Kubernetes node.
+type KubeNode struct {
 	Metadata struct {
 		Name   string            `json:"name"`
 		Labels map[string]string `json:"labels"`
@@ -97,7 +97,7 @@ type Node struct {
 // Ready says whether the node's Ready condition is True, as its kubelet
 // reported after since: a node's status outlives a reboot until the
 // controller manager notices the kubelet's silence.
-func (n *Node) Ready(since time.Time) bool {
+func (n *KubeNode) Ready(since time.Time) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == "Ready" {
 			return c.Status == "True" && c.LastHeartbeatTime.After(since)
@@ -107,7 +107,7 @@ func (n *Node) Ready(since time.Time) bool {
 }
 
 // HasTaint says whether the node carries the taint "key=value:Effect".
-func (n *Node) HasTaint(taint string) bool {
+func (n *KubeNode) HasTaint(taint string) bool {
 	for _, t := range n.Spec.Taints {
 		if t.Key+"="+t.Value+":"+t.Effect == taint {
 			return true
@@ -117,7 +117,7 @@ func (n *Node) HasTaint(taint string) bool {
 }
 
 // Node reads one node from the API.
-func (c *APIClient) Node(ctx context.Context, name string) (*Node, error) {
+func (c *APIClient) Node(ctx context.Context, name string) (*KubeNode, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/api/v1/nodes/"+name, nil)
 	if err != nil {
 		return nil, err
@@ -134,7 +134,7 @@ func (c *APIClient) Node(ctx context.Context, name string) (*Node, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /api/v1/nodes/%s: %s: %.200s", name, resp.Status, body)
 	}
-	var n Node
+	var n KubeNode
 	if err := json.Unmarshal(body, &n); err != nil {
 		return nil, fmt.Errorf("GET /api/v1/nodes/%s: %w", name, err)
 	}

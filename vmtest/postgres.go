@@ -30,13 +30,13 @@ const postgresDir = "/tmp/pg"
 // (PostgreSQL refuses to run as root: it runs as the tools root's
 // postgres user), then creates the database k3s will use.
 func (s *Suite) startPostgres(ctx context.Context) (*postgres, error) {
-	if s.RunPostgres == nil || s.PostgresPort == 0 {
+	if s.RunPostgres == nil || s.Cluster.PostgresPort == 0 {
 		return nil, fmt.Errorf("no PostgreSQL runner or port for the datastore case")
 	}
-	if portOpen(s.PostgresPort) {
-		return nil, fmt.Errorf("port %d, where the test cluster's datastore_endpoint points, is taken on the host", s.PostgresPort)
+	if portOpen(s.Cluster.PostgresPort) {
+		return nil, fmt.Errorf("port %d, where the test cluster's datastore_endpoint points, is taken on the host", s.Cluster.PostgresPort)
 	}
-	p := &postgres{run: s.RunPostgres, dir: filepath.Join(s.Dir, "postgres"), port: s.PostgresPort, done: make(chan struct{})}
+	p := &postgres{run: s.RunPostgres, dir: filepath.Join(s.Dir, "postgres"), port: s.Cluster.PostgresPort, done: make(chan struct{})}
 	os.RemoveAll(p.dir)
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, err

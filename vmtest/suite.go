@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,79 +15,6 @@ import (
 
 	"github.com/k3os-rpi/k3os-rpi4/diskimage"
 )
-
-// The test cluster: one node by MAC, and default.yaml for any other.
-const (
-	NodeMAC     = "52:54:00:6b:33:01"
-	UnknownMAC  = "52:54:00:6b:33:99"
-	NodeName    = "k3os-vmtest"
-	StaticIP    = "10.0.2.20"
-	slirpDHCPIP = "10.0.2.15"
-)
-
-// Cluster is the test cluster's config, written by Write: what the cases
-// check for.
-type Cluster struct {
-	Key *Key
-	// K3sVersion is the version of the k3s the image carries, which
-	// decides what the nodes' k3s_args add for emulation (EmulationK3sArgs).
-	K3sVersion string
-	// PostgresPort is where the datastore case's PostgreSQL listens on the
-	// host; the node reaches it through QEMU's user network.
-	PostgresPort int
-}
-
-// Write writes the cluster's config directory: the node of the node-by-mac
-// case, default.yaml for any other MAC, and the nodes of the k3s cases.
-func (c Cluster) Write(dir string) error {
-	node := fmt.Sprintf(`# the boot test's node, matched by MAC
-hostname: %s
-ssh_authorized_keys:
-  - %s
-write_files:
-  - path: /etc/k3os-test/secret
-    content: "s3cret\n"
-    permissions: "0600"
-  - path: etc/k3os-test/hello
-    encoding: b64
-    content: aGVsbG8K
-    owner: rancher
-boot_cmd:
-  - echo boot_cmd ran > /run/k3os-test-boot
-run_cmd:
-  - echo run_cmd ran > /run/k3os-test-run
-k3os:
-  modules: [ip_vs]
-  sysctl:
-    vm.swappiness: 13
-  dns_nameservers: [10.0.2.3]
-  role: cluster-init
-  token: vmtest-token
-  labels:
-    k3os.io/test: vmtest
-  network:
-    "en*":
-      address: %s/24
-      gateway: 10.0.2.2
-%s`, NodeName, c.Key.PublicKey, StaticIP, c.k3sArgs(true))
-	def := fmt.Sprintf(`# any other node: DHCP, named after its MAC
-ssh_authorized_keys:
-  - %s
-k3os:
-  token: vmtest-token
-`, c.Key.PublicKey)
-	files := map[string]string{NodeMAC: node, "default": def}
-	maps.Copy(files, c.k3sNodes())
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name+".yaml"), []byte(content), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // Suite boots one image through the cases.
 type Suite struct {
@@ -103,11 +29,18 @@ type Suite struct {
 	K3s bool
 	// AgentBinary is the arm64 agent, packed into the test container image.
 	AgentBinary string
-	// RunPostgres runs PostgreSQL's tools (the datastore case), and
-	// PostgresPort is the port the cluster's config points at.
-	RunPostgres  Runner
-	PostgresPort int
-	Out          io.Writer
+	// RunPostgres runs PostgreSQL's tools (the datastore case).
+	RunPostgres Runner
+	// Cluster is what the image's test configs were written from.
+	Cluster Cluster
+	// Cases are the names of the cases to run (all when empty); Select
+	// checks them.
+	Cases []string
+	// Keep leaves a failed case's machines up until ctx ends.
+	Keep bool
+	// RequireK3s turns the k3s cases' skip into a failure.
+	RequireK3s bool
+	Out        io.Writer
 	// Timings collects each case's stage times.
 	Timings map[string]map[string]time.Duration
 
@@ -187,61 +120,52 @@ func (s *Suite) boot(ctx context.Context, m *Machine, fresh bool) error {
 	return err
 }
 
-// CaseNames are the suite's cases, in the order they run.
-var CaseNames = []string{"node-by-mac", "default-config", "raspi4b-smoke", "k3s-two-nodes", "k3s-postgres"}
-
-// SelectedCases returns the cases K3OS_VMTEST_CASES names (comma-separated),
-// or all of them when it is unset; an unknown name is an error.
-func SelectedCases() ([]string, error) {
-	v := os.Getenv("K3OS_VMTEST_CASES")
-	if v == "" {
-		return CaseNames, nil
+// Select checks case names against the suite's cases and returns them in
+// the order they run (every case when names is empty).
+func Select(names []string) ([]string, error) {
+	all := CaseNames()
+	if len(names) == 0 {
+		return all, nil
+	}
+	for _, n := range names {
+		if !slices.Contains(all, n) {
+			return nil, fmt.Errorf("K3OS_VMTEST_CASES: no case %q (%s)", n, strings.Join(all, ", "))
+		}
 	}
 	var out []string
-	for _, name := range strings.Split(v, ",") {
-		name = strings.TrimSpace(name)
-		if !slices.Contains(CaseNames, name) {
-			return nil, fmt.Errorf("K3OS_VMTEST_CASES: no case %q (%s)", name, strings.Join(CaseNames, ", "))
+	for _, n := range all {
+		if slices.Contains(names, n) {
+			out = append(out, n)
 		}
-		out = append(out, name)
 	}
 	return out, nil
-}
-
-// cases maps CaseNames to the cases.
-func (s *Suite) cases() map[string]func(context.Context) error {
-	return map[string]func(context.Context) error{
-		"node-by-mac":    s.NodeByMAC,
-		"default-config": s.DefaultConfig,
-		"raspi4b-smoke":  s.Raspi4bSmoke,
-		"k3s-two-nodes":  s.TwoNodes,
-		"k3s-postgres":   s.Postgres,
-	}
 }
 
 // All runs the selected cases; it stops at the first failure, keeping logs in Dir.
 func (s *Suite) All(ctx context.Context) error {
 	s.Timings = map[string]map[string]time.Duration{}
 	passed, skipped := 0, 0
-	only, err := SelectedCases()
+	only, err := Select(s.Cases)
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(s.Dir, "ssh-key"), s.Key.PEM, 0o600); err != nil {
 		return err
 	}
-	run := s.cases()
-	for _, name := range CaseNames {
-		if !slices.Contains(only, name) {
-			s.logf("=== boot test %s: not in K3OS_VMTEST_CASES, not run", name)
+	for _, c := range s.Cluster.Cases() {
+		if !slices.Contains(only, c.Name) {
+			s.logf("=== boot test %s: not in K3OS_VMTEST_CASES, not run", c.Name)
 			continue
 		}
 		start := time.Now()
-		s.logf("=== boot test %s", name)
-		err := run[name](ctx)
+		s.logf("=== boot test %s", c.Name)
+		err := s.k3sMissing(c)
+		if err == nil {
+			err = c.Run(s, ctx, c)
+		}
 		var skip skipError
 		isSkip := errors.As(err, &skip)
-		if err != nil && !isSkip && os.Getenv("K3OS_VMTEST_KEEP") != "" {
+		if err != nil && !isSkip && s.Keep {
 			for _, m := range s.live {
 				s.logf("K3OS_VMTEST_KEEP: %s stays up until interrupted: ssh -i %s/ssh-key -p %d rancher@127.0.0.1", m.Name, s.Dir, m.SSHPort)
 			}
@@ -252,15 +176,15 @@ func (s *Suite) All(ctx context.Context) error {
 		}
 		s.live = nil
 		if isSkip {
-			s.logf("--- SKIP %s: %s", name, skip)
+			s.logf("--- SKIP %s: %s", c.Name, skip)
 			skipped++
 			continue
 		}
 		if err != nil {
-			s.logf("--- FAIL %s (%s)", name, time.Since(start).Round(time.Second))
-			return fmt.Errorf("boot test %s: %w (logs in %s)", name, err, s.Dir)
+			s.logf("--- FAIL %s (%s)", c.Name, time.Since(start).Round(time.Second))
+			return fmt.Errorf("boot test %s: %w (logs in %s)", c.Name, err, s.Dir)
 		}
-		s.logf("--- PASS %s (%s)", name, time.Since(start).Round(time.Second))
+		s.logf("--- PASS %s (%s)", c.Name, time.Since(start).Round(time.Second))
 		passed++
 	}
 	s.logf("boot test: %d passed, %d skipped, 0 failed", passed, skipped)

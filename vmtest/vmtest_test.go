@@ -3,7 +3,6 @@ package vmtest
 import (
 	"bytes"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -96,20 +95,19 @@ func TestEmulationK3sArgs(t *testing.T) {
 	}
 }
 
-func TestSelectedCases(t *testing.T) {
-	if got := slices.Sorted(maps.Keys((&Suite{}).cases())); !slices.Equal(got, slices.Sorted(slices.Values(CaseNames))) {
-		t.Errorf("cases %v, CaseNames %v", got, CaseNames)
+func TestSelect(t *testing.T) {
+	all := CaseNames()
+	if len(all) != 5 || all[0] != "node-by-mac" {
+		t.Errorf("CaseNames() = %v", all)
 	}
-	t.Setenv("K3OS_VMTEST_CASES", "")
-	if got, err := SelectedCases(); err != nil || len(got) != len(CaseNames) {
-		t.Errorf("unset: %v %v", got, err)
+	if got, err := Select(nil); err != nil || !slices.Equal(got, all) {
+		t.Errorf("none named: %v %v", got, err)
 	}
-	t.Setenv("K3OS_VMTEST_CASES", "k3s-postgres, node-by-mac")
-	if got, err := SelectedCases(); err != nil || !slices.Equal(got, []string{"k3s-postgres", "node-by-mac"}) {
+	// In the suite's order, whatever the order named.
+	if got, err := Select([]string{"k3s-postgres", "node-by-mac"}); err != nil || !slices.Equal(got, []string{"node-by-mac", "k3s-postgres"}) {
 		t.Errorf("two cases: %v %v", got, err)
 	}
-	t.Setenv("K3OS_VMTEST_CASES", "k3s-postgress")
-	if _, err := SelectedCases(); err == nil || !strings.Contains(err.Error(), `no case "k3s-postgress"`) {
+	if _, err := Select([]string{"k3s-postgress"}); err == nil || !strings.Contains(err.Error(), `no case "k3s-postgress"`) {
 		t.Errorf("typo: err = %v", err)
 	}
 }

@@ -17,19 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/k3os-rpi/k3os-rpi4/layout"
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
-)
-
-// Layout of the state partition (label K3OS_STATE).
-const (
-	StateLabel = "K3OS_STATE"
-	// SystemDir holds one directory per version (rootfs.squashfs,
-	// modules.squashfs, k3os-agent) and the links current and previous.
-	SystemDir = "k3os/system"
-	// DataDir holds what persists: etc/<version>, var, rancher, home.
-	DataDir = "k3os/data"
-	// ConfigDir holds the cluster's node configs.
-	ConfigDir = "config"
 )
 
 // Paths in the initramfs and in the new root.
@@ -74,7 +63,7 @@ func (in *Init) Run() error {
 	} else {
 		in.say("loaded %d modules", n)
 	}
-	label := StateLabel
+	label := layout.StateLabel
 	if v, ok := strings.CutPrefix(kernelCmdline("root"), "LABEL="); ok {
 		label = v
 	}
@@ -91,7 +80,7 @@ func (in *Init) Run() error {
 	in.say("state partition %s mounted", dev)
 	rec := Record{StateDevice: dev}
 	rec.Interface, rec.MAC = waitForMAC(10 * time.Second)
-	rec.ConfigFile = nodeconfig.FileFor(filepath.Join(stateMnt, ConfigDir), rec.MAC)
+	rec.ConfigFile = nodeconfig.FileFor(filepath.Join(stateMnt, layout.ConfigDir), rec.MAC)
 	var cfg *nodeconfig.Config
 	switch {
 	case rec.MAC == "" && rec.ConfigFile == "":
@@ -110,7 +99,7 @@ func (in *Init) Run() error {
 	} else {
 		in.say("node %s (%s): config %s", rec.MAC, rec.Interface, filepath.Base(rec.ConfigFile))
 	}
-	version, err := os.Readlink(filepath.Join(stateMnt, SystemDir, "current"))
+	version, err := os.Readlink(filepath.Join(stateMnt, layout.SystemDir, layout.CurrentLink))
 	if err != nil {
 		return fmt.Errorf("no active system version on the state partition: %w", err)
 	}
@@ -167,8 +156,8 @@ func writeRun(rec Record, configFile string) error {
 // mountRoot mounts the version's read-only root at /newroot with its
 // writable and persistent parts from the state partition.
 func (in *Init) mountRoot(version string) error {
-	sys := filepath.Join(stateMnt, SystemDir, version)
-	data := filepath.Join(stateMnt, DataDir)
+	sys := filepath.Join(stateMnt, layout.SystemDir, version)
+	data := filepath.Join(stateMnt, layout.DataDir)
 	if err := os.MkdirAll(newRoot, 0o755); err != nil {
 		return err
 	}
@@ -208,10 +197,10 @@ func (in *Init) mountRoot(version string) error {
 		}
 	}
 	// The state partition stays visible at /k3os/state (config, upgrades).
-	if err := os.MkdirAll(newRoot+StateMount, 0o755); err != nil && !errors.Is(err, unix.EROFS) {
+	if err := os.MkdirAll(newRoot+layout.StateMount, 0o755); err != nil && !errors.Is(err, unix.EROFS) {
 		return err
 	}
-	return unix.Mount(stateMnt, newRoot+StateMount, "", unix.MS_MOVE, "")
+	return unix.Mount(stateMnt, newRoot+layout.StateMount, "", unix.MS_MOVE, "")
 }
 
 func overlay(target, dir string) error {

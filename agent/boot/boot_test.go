@@ -1,6 +1,8 @@
 package boot
 
 import (
+	"github.com/k3os-rpi/k3os-rpi4/layout"
+
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,11 +15,11 @@ func TestExt4Label(t *testing.T) {
 		t.Skip("mkfs.ext4 (e2fsprogs) not installed")
 	}
 	img := filepath.Join(t.TempDir(), "state.img")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-L", StateLabel, img, "4M").CombinedOutput(); err != nil {
+	if out, err := exec.Command("mkfs.ext4", "-q", "-L", layout.StateLabel, img, "4M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}
-	if got := ext4Label(img); got != StateLabel {
-		t.Errorf("ext4Label = %q, want %q", got, StateLabel)
+	if got := ext4Label(img); got != layout.StateLabel {
+		t.Errorf("ext4Label = %q, want %q", got, layout.StateLabel)
 	}
 	os.WriteFile(img, make([]byte, 4096), 0o644)
 	if got := ext4Label(img); got != "" {

@@ -54,9 +54,6 @@ func PlanGrow(sysBlock, dev string) (GrowPlan, error) {
 	return p, nil
 }
 
-// StateMount is where the booted system has the state partition.
-const StateMount = "/k3os/state"
-
 // Grow extends the state partition and its ext4 filesystem, mounted at
 // mnt, to the end of the disk, as the first boot of a freshly flashed card
 // does.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/k3os-rpi/k3os-rpi4/agent/apply"
 	"github.com/k3os-rpi/k3os-rpi4/agent/boot"
+	"github.com/k3os-rpi/k3os-rpi4/layout"
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
 
@@ -171,7 +172,7 @@ func cmdGrow(ctx context.Context, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
-	p, err := boot.Grow(ctx, rec.StateDevice, boot.StateMount)
+	p, err := boot.Grow(ctx, rec.StateDevice, layout.StateMount)
 	if err != nil {
 		return err
 	}
