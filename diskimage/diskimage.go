@@ -1,8 +1,9 @@
-// Package diskimage reads a built SD-card image with go-diskfs: its
-// partition table, the files of the FAT32 boot partition and the node
-// configs and versions on the ext4 state partition. It backs `mage
-// inspect` and the boot test, which boots the kernel, initramfs and command
-// line the image itself carries.
+// Package diskimage reads a built SD-card image (or a card, or a test
+// machine's disk) with go-diskfs: its partition table, autoboot.txt, each
+// boot slot's files and the version it names, and the node configs and
+// versions on the ext4 state partition. It backs `mage inspect` and the
+// boot test, which boots what the card's slots hold, as the Pi firmware
+// would.
 package diskimage
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
+	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/mbr"
 
 	"github.com/k3os-rpi/k3os-rpi4/layout"
@@ -32,18 +34,36 @@ type Partition struct {
 	Sectors     uint32
 }
 
+// Slot is what a boot slot holds.
+type Slot struct {
+	// Files are the slot's files by name, with their sizes.
+	Files   map[string]int64
+	Cmdline string
+	// Version and Config are what its cmdline.txt names ("" in an empty slot).
+	Version, Config string
+}
+
 // Info is what an image holds.
 type Info struct {
 	Path       string
 	Size       int64
 	Partitions []Partition
-	BootFiles  map[string]int64 // name -> size
-	Cmdline    string
-	// Nodes are the config files on the state partition (MAC or default).
+	// Autoboot is autoboot.txt; Boot the slot the firmware boots, Try the
+	// one a try-once boot tries.
+	Autoboot  string
+	Boot, Try int
+	Slots     map[int]Slot
+	// Nodes are the config files the card was built with (MAC or
+	// default), until its first boot keeps its own.
 	Nodes []string
-	// Current is the active system version; Release its k3os-release.
-	Current string
-	Release map[string]string
+	// NodeConfigs are the node's own configs (ids), once it booted.
+	NodeConfigs []string
+	// Versions are the system versions on the state partition; Release
+	// the booted slot's version's k3os-release.
+	Versions []string
+	Release  map[string]string
+	// Trust are the public keys upgrades must be signed with.
+	Trust []string
 }
 
 // Open opens an image read-only.
@@ -58,7 +78,7 @@ func Inspect(p string) (*Info, error) {
 		return nil, err
 	}
 	defer d.Close()
-	info := &Info{Path: p, Size: d.Size, BootFiles: map[string]int64{}, Release: map[string]string{}}
+	info := &Info{Path: p, Size: d.Size, Slots: map[int]Slot{}, Release: map[string]string{}}
 	pt, err := d.GetPartitionTable()
 	if err != nil {
 		return nil, fmt.Errorf("%s: no partition table: %w", p, err)
@@ -74,45 +94,96 @@ func Inspect(p string) (*Info, error) {
 		info.Partitions = append(info.Partitions, Partition{Number: i + 1, Type: byte(part.Type), Bootable: part.Bootable,
 			StartSector: part.Start, Sectors: part.Size})
 	}
-	boot, err := d.GetFilesystem(layout.BootPartition)
+	ab, err := d.GetFilesystem(layout.AutobootPartition)
 	if err != nil {
-		return nil, fmt.Errorf("%s: boot partition: %w", p, err)
+		return nil, fmt.Errorf("%s: the autoboot partition: %w (an image of the old layout? rebuild it)", p, err)
 	}
-	entries, err := boot.ReadDir(".")
+	b, err := readAll(ab, layout.AutobootFile)
 	if err != nil {
-		return nil, fmt.Errorf("%s: reading the boot partition: %w", p, err)
+		return nil, fmt.Errorf("%s: no %s: %w", p, layout.AutobootFile, err)
 	}
-	for _, e := range entries {
-		if fi, err := e.Info(); err == nil && !e.IsDir() {
-			info.BootFiles[e.Name()] = fi.Size()
+	info.Autoboot = string(b)
+	info.Boot, info.Try = layout.ParseAutoboot(info.Autoboot)
+	for _, n := range []int{layout.BootA, layout.BootB} {
+		s, err := readSlot(d, n)
+		if err != nil {
+			return nil, fmt.Errorf("%s: boot slot %d: %w", p, n, err)
 		}
-	}
-	if b, err := readAll(boot, "cmdline.txt"); err == nil {
-		info.Cmdline = strings.TrimSpace(string(b))
+		info.Slots[n] = s
 	}
 	state, err := d.GetFilesystem(layout.StatePartition)
 	if err != nil {
 		return nil, fmt.Errorf("%s: state partition: %w", p, err)
 	}
-	if entries, err := state.ReadDir(layout.ConfigDir); err == nil {
-		for _, e := range entries {
-			info.Nodes = append(info.Nodes, strings.TrimSuffix(e.Name(), path.Ext(e.Name())))
-		}
-		sort.Strings(info.Nodes)
-	}
+	info.Nodes = names(state, layout.ConfigDir, true)
+	info.NodeConfigs = names(state, layout.NodeConfigDir, true)
+	info.Trust = names(state, layout.TrustDir, false)
 	if entries, err := state.ReadDir(layout.SystemDir); err == nil {
-		// go-diskfs reports the current link as a file; the version
-		// directory next to it is the one that is named in it.
 		for _, e := range entries {
-			if e.IsDir() {
-				info.Current = e.Name()
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+				info.Versions = append(info.Versions, e.Name())
 			}
 		}
+		sort.Strings(info.Versions)
 	}
-	if b, err := readAll(state, layout.SystemDir+"/"+info.Current+"/k3os-release"); err == nil {
-		info.Release = ParseRelease(b)
+	if v := info.Slots[info.Boot].Version; v != "" {
+		if b, err := readAll(state, layout.SystemDir+"/"+v+"/k3os-release"); err == nil {
+			info.Release = ParseRelease(b)
+		}
 	}
 	return info, nil
+}
+
+func names(fsys filesystem.FileSystem, dir string, trimExt bool) []string {
+	entries, err := fsys.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		n := e.Name()
+		if trimExt {
+			n = strings.TrimSuffix(n, path.Ext(n))
+		}
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func readSlot(d *disk.Disk, n int) (Slot, error) {
+	s := Slot{Files: map[string]int64{}}
+	fsys, err := d.GetFilesystem(n)
+	if err != nil {
+		return s, err
+	}
+	entries, err := fsys.ReadDir(".")
+	if err != nil {
+		return s, err
+	}
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && !e.IsDir() {
+			s.Files[e.Name()] = fi.Size()
+		}
+	}
+	if b, err := readAll(fsys, "cmdline.txt"); err == nil {
+		s.Cmdline = strings.TrimSpace(string(b))
+		s.Version, s.Config = CmdlineParam(s.Cmdline, layout.SystemParam), CmdlineParam(s.Cmdline, layout.ConfigParam)
+	}
+	return s, nil
+}
+
+// CmdlineParam returns the value of a kernel command line parameter.
+func CmdlineParam(cmdline, key string) string {
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // ParseRelease reads the KEY=VALUE lines of an image's k3os-release.
@@ -143,21 +214,30 @@ func readAll(f readFS, name string) ([]byte, error) {
 	return io.ReadAll(h)
 }
 
-// ExtractBootFiles copies files of the boot partition into dir.
-func ExtractBootFiles(p, dir string, names ...string) error {
+// ReadBootFile returns a file of a partition (an autoboot or boot slot).
+func ReadBootFile(p string, partition int, name string) ([]byte, error) {
 	d, err := Open(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer d.Close()
-	boot, err := d.GetFilesystem(layout.BootPartition)
+	fsys, err := d.GetFilesystem(partition)
 	if err != nil {
-		return fmt.Errorf("%s: boot partition: %w", p, err)
+		return nil, fmt.Errorf("%s: partition %d: %w", p, partition, err)
 	}
+	b, err := readAll(fsys, name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: partition %d has no %s: %w", p, partition, name, err)
+	}
+	return b, nil
+}
+
+// ExtractBootFiles copies files of a boot slot into dir.
+func ExtractBootFiles(p string, slot int, dir string, names ...string) error {
 	for _, n := range names {
-		b, err := readAll(boot, n)
+		b, err := ReadBootFile(p, slot, n)
 		if err != nil {
-			return fmt.Errorf("%s: boot partition has no %s: %w", p, n, err)
+			return err
 		}
 		if err := os.WriteFile(path.Join(dir, n), b, 0o644); err != nil {
 			return err
@@ -177,11 +257,25 @@ func (i *Info) Render(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %d  type 0x%02x  start %d MiB  size %d MiB%s\n", p.Number, p.Type, p.StartSector/2048, p.Sectors/2048, boot)
 	}
-	fmt.Fprintln(w, "boot files:")
-	for _, n := range slices.Sorted(maps.Keys(i.BootFiles)) {
-		fmt.Fprintf(w, "  %-24s %10d\n", n, i.BootFiles[n])
+	fmt.Fprintf(w, "autoboot: boots slot %d, tries slot %d\n", i.Boot, i.Try)
+	for _, n := range slices.Sorted(maps.Keys(i.Slots)) {
+		s := i.Slots[n]
+		what := "empty"
+		if s.Version != "" {
+			what = "system " + s.Version + ", config " + s.Config
+		}
+		fmt.Fprintf(w, "slot %d: %s\n", n, what)
+		for _, f := range slices.Sorted(maps.Keys(s.Files)) {
+			fmt.Fprintf(w, "    %-24s %10d\n", f, s.Files[f])
+		}
+		if s.Cmdline != "" {
+			fmt.Fprintf(w, "    cmdline: %s\n", s.Cmdline)
+		}
 	}
-	fmt.Fprintf(w, "cmdline: %s\n", i.Cmdline)
-	fmt.Fprintf(w, "system: %s (%s, k3s: %s)\n", i.Current, i.Release["VERSION"], i.Release["K3S"])
-	fmt.Fprintf(w, "node configs: %s\n", strings.Join(i.Nodes, " "))
+	fmt.Fprintf(w, "versions on the state partition: %s (booted: %s, k3s: %s)\n", strings.Join(i.Versions, " "), i.Release["VERSION"], i.Release["K3S"])
+	fmt.Fprintf(w, "node configs of the card: %s\n", strings.Join(i.Nodes, " "))
+	if len(i.NodeConfigs) > 0 {
+		fmt.Fprintf(w, "the node's own configs: %s\n", strings.Join(i.NodeConfigs, " "))
+	}
+	fmt.Fprintf(w, "upgrade keys trusted: %s\n", strings.Join(i.Trust, " "))
 }

@@ -2,12 +2,14 @@ package nodeconfig
 
 import (
 	"bytes"
-	"encoding/json"
+	"compress/gzip"
+	"encoding/base64"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -44,7 +46,7 @@ func TestValidFiles(t *testing.T) {
 }
 
 func TestK3OSReadmeExample(t *testing.T) {
-	data, _ := os.ReadFile("testdata/valid/k3os-readme.yaml")
+	data, _ := os.ReadFile("testdata/k3os/readme.yaml")
 	d, _ := Parse("k3os-readme.yaml", data)
 	c := d.Config
 	if c.Hostname != "myhost" || len(c.SSHAuthorizedKeys) != 2 || c.SSHAuthorizedKeys[1] != "github:ibuildthecloud" {
@@ -64,10 +66,17 @@ func TestK3OSReadmeExample(t *testing.T) {
 	if c.Role() != RoleServer || len(k.Taints) != 2 || k.Labels["region"] != "us-west-1" || k.Environment["http_proxy"] != "http://myserver" {
 		t.Errorf("role %q, k3os = %+v", c.Role(), k)
 	}
-	// The README's key is truncated and its password plain: warnings only.
+	// Every key parses. The README's key is truncated (a warning), and its
+	// password plain text, which a card must not carry: the one error.
 	r := d.Validate()
-	if r.HasErrors() || len(r) < 2 {
-		t.Errorf("want warnings only, got:\n%v", r)
+	var errs []Issue
+	for _, is := range r {
+		if is.Severity == Error {
+			errs = append(errs, is)
+		}
+	}
+	if len(errs) != 1 || errs[0].Path != "k3os.password" || len(r) < 3 {
+		t.Errorf("want warnings and the plain password's error, got:\n%v", r)
 	}
 }
 
@@ -137,7 +146,15 @@ func TestErrors(t *testing.T) {
 		{"taint", "k3os: {taints: ['a=b:Never']}\n", `bad taint "a=b:Never"`},
 		{"env", "k3os: {environment: {'1X': y}}\n", `bad variable name "1X"`},
 		{"agent no url", "k3os: {role: agent, token: t}\n", `an agent needs server_url`},
-		{"agent no token", "k3os:\n  server_url: https://s:6443\n", `n.yaml:2:3: error: k3os: an agent needs a token`},
+		{"agent no token", "k3os:\n  server_url: https://s:6443\n", `n.yaml:2:3: error: k3os: an agent needs agent_token`},
+		{"plain password", "k3os: {password: hunter22}\n", "k3os.password: the password is plain text"},
+		{"example token", "k3os: {token: change-me-example-token}\n", "the example's placeholder token"},
+		{"example agent token", "k3os: {agent_token: change-me-agent-token, token: t}\n", "k3os.agent_token: the example's placeholder token"},
+		{"example keys", "ssh_authorized_keys: [" + ExampleKeys + "]\n", "github:octocat is the example's placeholder"},
+		{"secret k3s arg", "k3os: {k3s_args: [--token=abc]}\n", "--token passes a credential on k3s's command line (set k3os.token instead"},
+		{"secret k3s arg apart", "k3os: {k3s_args: [--datastore-endpoint, 'postgres://u:pw@h/db']}\n", "set k3os.datastore_endpoint instead"},
+		{"password login without password", "k3os: {ssh_password_login: true}\n", "SSH password login without a password"},
+		{"agent token alone on a server", "k3os: {role: server, agent_token: a}\n", "a server with agent_token needs token too"},
 		{"agent datastore", "k3os: {role: agent, server_url: 'https://s:6443', token: t, datastore_endpoint: 'postgres://x'}\n", `datastore_endpoint on an agent`},
 		{"join no token", "k3os: {role: server, server_url: 'https://s:6443'}\n", `needs a token`},
 		{"init url", "k3os: {role: cluster-init, server_url: 'https://s:6443', token: t}\n", `cluster-init with server_url`},
@@ -158,9 +175,61 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+// After the build resolves references, their values are checked too, and
+// no message shows a secret.
+func TestValidateResolved(t *testing.T) {
+	for _, tc := range []struct{ name, src, env, want, secret string }{
+		{"plain password from env", "k3os: {password: '${PW}'}\n", "hunter22", "the password is plain text", "hunter22"},
+		{"short passphrase from env", "k3os: {wifi: [{name: home, passphrase: '${PW}'}]}\n", "short", "passphrase has 5 characters", "short"},
+		{"datastore from env", "k3os: {role: server, token: t, datastore_endpoint: '${PW}'}\n", "redis://admin:s3cret@db:6379", `unsupported datastore scheme "redis"`, "s3cret"},
+		{"example token from env", "k3os: {token: '${PW}'}\n", "change-me-example-token", "the example's placeholder token", "change-me-example-token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, r := parseValidate(t, tc.src)
+			if r.HasErrors() {
+				t.Fatalf("the raw config already fails: %v", r)
+			}
+			env := func(string) (string, bool) { return tc.env, true }
+			if r := (Secrets{Env: env}).Resolve(d); r.HasErrors() {
+				t.Fatal(r)
+			}
+			r = d.ValidateResolved()
+			if !r.HasErrors() || !strings.Contains(r.String(), tc.want) {
+				t.Errorf("report =\n%v\nwant an error containing %q", r, tc.want)
+			}
+			if strings.Contains(r.String(), tc.secret) {
+				t.Errorf("the report shows the secret %q:\n%v", tc.secret, r)
+			}
+		})
+	}
+}
+
+// A small gz+b64 entry that decodes to 1 GiB is refused, without
+// decoding it whole.
+func TestWriteFilesLimit(t *testing.T) {
+	var zipped bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&zipped, gzip.BestCompression)
+	chunk := make([]byte, 1<<20)
+	for range 1024 {
+		zw.Write(chunk)
+	}
+	zw.Close()
+	content := base64.StdEncoding.EncodeToString(zipped.Bytes())
+	start := time.Now()
+	_, err := File{Path: "/x", Encoding: "gz+b64", Content: content}.Decode()
+	if err == nil || !strings.Contains(err.Error(), "more than 32 MiB") {
+		t.Errorf("Decode of %d bytes that unpack to 1 GiB: %v", len(content), err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %s", d)
+	}
+	if _, err := (File{Path: "/x", Content: strings.Repeat("x", 1<<20)}).Decode(); err != nil {
+		t.Errorf("1 MiB of plain content: %v", err)
+	}
+}
+
 func TestWarnings(t *testing.T) {
 	for _, tc := range []struct{ name, src, want string }{
-		{"plain password", "k3os: {password: hunter22}\n", "plain-text password"},
 		{"openrc", "boot_cmd: ['rc-update add foo']\n", "OpenRC commands cannot work"},
 		{"data sources", "k3os: {data_sources: [aws]}\n", "not read on Raspberry Pi"},
 		{"install", "k3os: {install: {device: /dev/sda}}\n", "ISO installer"},
@@ -253,7 +322,7 @@ func TestLoadClusterErrors(t *testing.T) {
 		{"bad name", map[string]string{"node1.yaml": "hostname: a\n"}, `node1.yaml:1:1: error: file name "node1.yaml" is not a MAC address (name node files after the MAC`},
 		{"same mac", map[string]string{"dc:a6:32:00:00:01.yaml": "hostname: a\n", "DC:A6:32:00:00:01.yaml": "hostname: b\n"}, `MAC dc:a6:32:00:00:01 has two files`},
 		{"dup hostname", map[string]string{"dc:a6:32:00:00:01.yaml": "hostname: a\n", "dc:a6:32:00:00:02.yaml": "\nhostname: a\n"}, `dc:a6:32:00:00:02.yaml:2:11: error: hostname: hostname "a" is also used by dc:a6:32:00:00:01.yaml`},
-		{"shared error located", map[string]string{"cluster.yaml": "k3os:\n  server_url: https://s:6443\n", "dc:a6:32:00:00:01.yaml": "hostname: a\n"}, `cluster.yaml:2:3: error: k3os: an agent needs a token`},
+		{"shared error located", map[string]string{"cluster.yaml": "k3os:\n  server_url: https://s:6443\n", "dc:a6:32:00:00:01.yaml": "hostname: a\n"}, `cluster.yaml:2:3: error: k3os: an agent needs agent_token`},
 		{"empty", map[string]string{}, `no node configs`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -295,7 +364,7 @@ func TestFileFor(t *testing.T) {
 }
 
 func TestMarshalRoundTrip(t *testing.T) {
-	data, _ := os.ReadFile("testdata/valid/k3os-readme.yaml")
+	data, _ := os.ReadFile("testdata/k3os/readme.yaml")
 	d, _ := Parse("a.yaml", data)
 	out, err := Marshal(&d.Config)
 	if err != nil {
@@ -311,71 +380,6 @@ func TestMarshalRoundTrip(t *testing.T) {
 }
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata/invalid")
-
-// The committed schema is what the types and their comments give now,
-// and it describes every property.
-func TestJSONSchema(t *testing.T) {
-	b, err := GenerateSchema(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(b, JSONSchema()) {
-		t.Fatal("k3os-config.schema.json is stale: run go tool mage generate")
-	}
-	var schema any
-	if err := json.Unmarshal(b, &schema); err != nil {
-		t.Fatal(err)
-	}
-	props := 0
-	var walk func(path string, v any)
-	walk = func(path string, v any) {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return
-		}
-		if p, ok := m["properties"].(map[string]any); ok {
-			for name, prop := range p {
-				props++
-				if d, _ := prop.(map[string]any)["description"].(string); len(d) < 10 {
-					t.Errorf("property %s%s has no description (a doc comment on its Go field)", path, name)
-				}
-				walk(path+name+".", prop)
-			}
-		}
-		for _, k := range []string{"items", "additionalProperties"} {
-			walk(path, m[k])
-		}
-	}
-	walk("", schema)
-	if props < 30 {
-		t.Errorf("the schema describes %d properties", props)
-	}
-	if !strings.Contains(string(b), `"additionalProperties": false`) {
-		t.Error("the schema allows unknown keys")
-	}
-}
-
-// docs/config.md's key reference is what the types give now.
-func TestReference(t *testing.T) {
-	want, err := Reference(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile("../docs/config.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(b), "<!-- keys: go tool mage generate -->\n")
-	got, _, ok2 := strings.Cut(rest, "<!-- /keys -->")
-	if !ok || !ok2 || got != want {
-		t.Errorf("docs/config.md's key reference is stale: run go tool mage generate")
-	}
-	for _, key := range []string{"`hostname`", "`write_files[].encoding`", "`k3os.wifi[].passphrase`", "`k3os.network.NAME.address`", "`k3os.datastore_endpoint`"} {
-		if !strings.Contains(want, key) {
-			t.Errorf("the reference lacks %s", key)
-		}
-	}
-}
 
 // Each testdata/invalid/X.yaml gives the report in X.report, as validate
 // prints it (file:line:col: severity: path: message (fix)).

@@ -64,7 +64,18 @@ func (r Report) HasErrors() bool {
 	return false
 }
 
-// Errors returns the report as an error listing every error, or nil.
+// Errors returns the report's errors alone.
+func (r Report) Errors() Report {
+	var out Report
+	for _, i := range r {
+		if i.Severity == Error {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Err returns the report as an error listing every error, or nil.
 func (r Report) Err() error {
 	if !r.HasErrors() {
 		return nil

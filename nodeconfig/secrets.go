@@ -37,8 +37,9 @@ type Secrets struct {
 	Env Lookup
 }
 
-// Resolve replaces the references in token, password and the Wi-Fi
-// passphrases with their values. It reports what cannot be resolved.
+// Resolve replaces the references in token, agent_token, password,
+// datastore_endpoint and the Wi-Fi passphrases with their values. It
+// reports what cannot be resolved.
 func (s Secrets) Resolve(d *Doc) Report {
 	var r Report
 	resolve := func(path string, v *string) {
@@ -74,6 +75,7 @@ func (s Secrets) Resolve(d *Doc) Report {
 	}
 	k := &d.Config.K3OS
 	resolve("k3os.token", &k.Token)
+	resolve("k3os.agent_token", &k.AgentToken)
 	resolve("k3os.password", &k.Password)
 	resolve("k3os.datastore_endpoint", &k.DatastoreEndpoint)
 	for i := range k.Wifi {

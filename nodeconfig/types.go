@@ -68,8 +68,10 @@ type K3OS struct {
 	// ServerURL is the k3s server to join, `https://SERVER:6443`; it makes
 	// the node an agent unless role says otherwise.
 	ServerURL string `yaml:"server_url,omitempty" json:"server_url,omitempty"`
-	// Token is the cluster's secret; `${NAME}` or `file:PATH` resolve at
-	// build time.
+	// Token is the cluster's server token (k3s `token`): servers share it,
+	// and it lets whoever holds it join as a server and read the cluster's
+	// CA keys. Agents should not hold it: give them agent_token. `${NAME}`
+	// or `file:PATH` resolve at build time.
 	Token string `yaml:"token,omitempty" json:"token,omitempty"`
 	// Labels are put on the k3s node.
 	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
@@ -95,9 +97,20 @@ type K3OS struct {
 	// `postgres://USER:PASS@HOST:5432/DB`, `mysql://USER:PASS@tcp(HOST:3306)/DB`
 	// or `https://ETCD:2379`; `${NAME}` or `file:PATH` resolve at build time.
 	DatastoreEndpoint string `yaml:"datastore_endpoint,omitempty" json:"datastore_endpoint,omitempty"`
-	// Network (extension) configures interfaces by name (networkd globs
-	// allowed: `"en*"` is any wired port, whatever the kernel calls it);
-	// interfaces not listed use DHCP.
+	// AgentToken (extension) is the token agents join with (k3s
+	// `agent-token`): on servers it is the agent token they accept, on
+	// agents the one they present. It lets a node join as an agent only,
+	// so an agent's card never holds the server token (the image build
+	// leaves token out of an agent's config when agent_token is set).
+	// `${NAME}` or `file:PATH` resolve at build time.
+	AgentToken string `yaml:"agent_token,omitempty" json:"agent_token,omitempty"`
+	// SSHPasswordLogin (extension) lets `rancher` log in over SSH with the
+	// password; off by default: a console password never opens SSH.
+	SSHPasswordLogin bool `yaml:"ssh_password_login,omitempty" json:"ssh_password_login,omitempty"`
+	// Network (extension) configures interfaces by the kernel's name, as
+	// k3OS had them (`eth0` is a Pi's ethernet port, `wlan0` its Wi-Fi;
+	// networkd globs allowed: `"eth*"` is any wired port); interfaces not
+	// listed use DHCP.
 	Network map[string]Interface `yaml:"network,omitempty" json:"network,omitempty"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -29,16 +30,52 @@ var (
 	taintEff   = map[string]bool{"NoSchedule": true, "PreferNoSchedule": true, "NoExecute": true}
 )
 
+// Placeholders of the example cluster (config/), refused in a cluster's
+// config so that nobody builds a card that joins a cluster anybody could
+// join, or trusts keys anybody reads: the examples' own test allows them.
+const (
+	// ExampleTokens starts every example token ("change-me-...").
+	ExampleTokens = "change-me"
+	ExampleKeys   = "github:octocat"
+)
+
+// Limits on what a config may make a node write.
+const MaxFileSize = 32 << 20 // decoded write_files content
+
+// secretFlags are k3s arguments that carry a credential; a config holds
+// credentials in keys that the build resolves and the node keeps 0600.
+var secretFlags = map[string]string{
+	"--token": "k3os.token", "-t": "k3os.token", "--agent-token": "k3os.agent_token",
+	"--datastore-endpoint": "k3os.datastore_endpoint", "--etcd-s3-access-key": "write_files (a 0600 config file)",
+	"--etcd-s3-secret-key": "write_files (a 0600 config file)",
+}
+
 // Validate checks the values of one node's config. Cluster-wide rules
 // (duplicate hostnames, file names) are checked by LoadCluster.
 func (d *Doc) Validate() Report {
-	v := validator{d: d}
+	return d.validate(false)
+}
+
+// ValidateResolved checks a config again once the build has resolved its
+// ${NAME} and file: references: what they stood for must pass too. No
+// message holds a secret's value.
+func (d *Doc) ValidateResolved() Report {
+	return d.validate(true)
+}
+
+func (d *Doc) validate(resolved bool) Report {
+	v := validator{d: d, resolved: resolved}
 	c := &d.Config
 	if c.Hostname != "" && (len(c.Hostname) > 253 || !hostnameRe.MatchString(c.Hostname)) {
 		v.errf("hostname", "use lowercase letters, digits and '-', dot-separated, each part at most 63 long", "%q is not a valid hostname", c.Hostname)
 	}
 	for i, k := range c.SSHAuthorizedKeys {
-		v.sshKey(fmt.Sprintf("ssh_authorized_keys[%d]", i), k)
+		p := fmt.Sprintf("ssh_authorized_keys[%d]", i)
+		if strings.TrimSpace(k) == ExampleKeys {
+			v.errf(p, "write your own github:USER, gitlab:USER or a public key line", "%s is the example's placeholder: its keys would let someone else in as rancher", ExampleKeys)
+			continue
+		}
+		v.sshKey(p, k)
 	}
 	for i, f := range c.WriteFiles {
 		v.file(fmt.Sprintf("write_files[%d]", i), f)
@@ -53,9 +90,13 @@ func (d *Doc) Validate() Report {
 }
 
 type validator struct {
-	d *Doc
-	r Report
+	d        *Doc
+	resolved bool // references are values now
+	r        Report
 }
+
+// ref says whether a value is a reference still to be resolved.
+func (v *validator) ref(s string) bool { return !v.resolved && isRef(s) }
 
 func (v *validator) add(sev Severity, path, hint, format string, args ...any) {
 	file, line, col := v.d.at(path)
@@ -109,7 +150,10 @@ func FileMode(p string) (uint32, error) {
 	return uint32(m), nil
 }
 
-// Decode returns the content of a write_files entry.
+var errTooLarge = fmt.Errorf("content decodes to more than %d MiB", MaxFileSize>>20)
+
+// Decode returns the content of a write_files entry, at most MaxFileSize
+// bytes: a small gzip bomb must not fill a node's memory at every boot.
 func (f File) Decode() ([]byte, error) {
 	data := []byte(f.Content)
 	enc := strings.ToLower(f.Encoding)
@@ -125,11 +169,14 @@ func (f File) Decode() ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("content is not gzip: %v", err)
 		}
-		b, err := io.ReadAll(zr)
+		b, err := io.ReadAll(io.LimitReader(zr, MaxFileSize+1))
 		if err != nil {
 			return nil, fmt.Errorf("content is not gzip: %v", err)
 		}
 		data = b
+	}
+	if len(data) > MaxFileSize {
+		return nil, errTooLarge
 	}
 	return data, nil
 }
@@ -143,7 +190,9 @@ func (v *validator) file(path string, f File) {
 	}
 	if !encodings[strings.ToLower(f.Encoding)] {
 		v.errf(path+".encoding", "use b64, gz or gz+b64, or leave it out for plain text", "unknown encoding %q", f.Encoding)
-	} else if _, err := f.Decode(); err != nil {
+	} else if _, err := f.Decode(); errors.Is(err, errTooLarge) {
+		v.errf(path+".content", fmt.Sprintf("put files over %d MiB into overlay/ (the root) instead", MaxFileSize>>20), "%v", err)
+	} else if err != nil {
 		v.errf(path+".content", "encode the content as the encoding says", "%v", err)
 	}
 	if _, err := FileMode(f.Permissions); err != nil {
@@ -189,20 +238,29 @@ func (v *validator) k3os(k *K3OS) {
 		if w.Name == "" {
 			v.errf(p, "add name: SSID", "Wi-Fi network has no name")
 		}
-		if n := len(w.Passphrase); n > 0 && (n < 8 || n > 63) && !isRef(w.Passphrase) {
+		if n := len(w.Passphrase); n > 0 && (n < 8 || n > 63) && !v.ref(w.Passphrase) {
 			v.errf(p+".passphrase", "a WPA2 passphrase has 8 to 63 characters", "passphrase has %d characters", n)
 		}
 	}
 	switch {
 	case k.Password == "":
-	case isRef(k.Password):
+		if k.SSHPasswordLogin {
+			v.errf("k3os.ssh_password_login", "set k3os.password (a crypt hash), or drop ssh_password_login", "SSH password login without a password")
+		}
+	case v.ref(k.Password):
 	case strings.HasPrefix(k.Password, "$"):
 		if !cryptRe.MatchString(k.Password) {
 			v.errf("k3os.password", "make one with: mkpasswd -m sha-512", "unrecognised crypt hash")
 		}
 	default:
-		v.warnf("k3os.password", "store a hash instead (mkpasswd -m sha-512), or ${ENV} / file:PATH", "plain-text password in the config; it is hashed on the node")
+		v.errf("k3os.password", "store a crypt hash (mkpasswd -m sha-512), directly or through ${NAME} / file:PATH", "the password is plain text: the card would carry it readable")
 	}
+	for _, t := range []struct{ path, val string }{{"k3os.token", k.Token}, {"k3os.agent_token", k.AgentToken}} {
+		if strings.HasPrefix(t.val, ExampleTokens) {
+			v.errf(t.path, "make a secret (openssl rand -hex 32) and write it as ${NAME} or file:PATH", "the example's placeholder token: anyone could join this cluster")
+		}
+	}
+	v.k3sArgs(k.K3sArgs)
 	if k.ServerURL != "" {
 		u, err := url.Parse(k.ServerURL)
 		if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -236,9 +294,12 @@ func (v *validator) k3os(k *K3OS) {
 	for name, ifc := range k.Network {
 		v.iface("k3os.network."+name, ifc)
 	}
-	for _, ref := range []struct{ path, val string }{{"k3os.token", k.Token}, {"k3os.password", k.Password}} {
-		if msg := checkRef(ref.val); msg != "" {
-			v.errf(ref.path, "write ${NAME} or file:PATH", "%s", msg)
+	if !v.resolved {
+		for _, ref := range []struct{ path, val string }{{"k3os.token", k.Token}, {"k3os.agent_token", k.AgentToken},
+			{"k3os.password", k.Password}, {"k3os.datastore_endpoint", k.DatastoreEndpoint}} {
+			if msg := checkRef(ref.val); msg != "" {
+				v.errf(ref.path, "write ${NAME} or file:PATH", "%s", msg)
+			}
 		}
 	}
 }
@@ -260,8 +321,12 @@ func (v *validator) role(k *K3OS) {
 		if k.ServerURL == "" {
 			v.errf("k3os", "add server_url: https://SERVER:6443", "an agent needs server_url")
 		}
-		if k.Token == "" {
-			v.errf("k3os", "add token: (the cluster's shared secret, or ${ENV} / file:PATH)", "an agent needs a token")
+		switch {
+		case k.AgentToken == "" && k.Token == "":
+			v.errf("k3os", "add agent_token: (the servers' agent token, or ${ENV} / file:PATH)", "an agent needs agent_token")
+		case k.AgentToken == "":
+			v.warnf("k3os.token", "give the servers an agent_token and the agents that one: an agent's card then holds no server token",
+				"an agent with the server token can join as a server and read the cluster's CA keys")
 		}
 		if k.DatastoreEndpoint != "" {
 			v.errf("k3os.datastore_endpoint", "only servers talk to the datastore; remove it", "datastore_endpoint on an agent")
@@ -269,6 +334,9 @@ func (v *validator) role(k *K3OS) {
 	case RoleServer:
 		if k.ServerURL != "" && k.Token == "" {
 			v.errf("k3os", "add token: the one the first server was given", "a server that joins server_url needs a token")
+		}
+		if k.ServerURL == "" && k.Token == "" && k.AgentToken != "" {
+			v.errf("k3os", "add token: (the server token, or ${ENV} / file:PATH)", "a server with agent_token needs token too")
 		}
 	case RoleClusterInit:
 		if k.ServerURL != "" {
@@ -278,10 +346,26 @@ func (v *validator) role(k *K3OS) {
 			v.errf("k3os.datastore_endpoint", "cluster-init starts embedded etcd; with an external datastore use role: server", "cluster-init with datastore_endpoint")
 		}
 	}
-	if ep := k.DatastoreEndpoint; ep != "" && !isRef(ep) {
+	if ep := k.DatastoreEndpoint; ep != "" && !v.ref(ep) {
+		// The endpoint holds the database's password: name its scheme only.
 		scheme, _, ok := strings.Cut(ep, "://")
 		if !ok || (scheme != "postgres" && scheme != "mysql" && scheme != "https" && scheme != "http") {
-			v.errf("k3os.datastore_endpoint", "write postgres://USER:PASS@HOST:5432/DB, mysql://USER:PASS@tcp(HOST:3306)/DB or https://ETCD:2379", "unsupported datastore %q", ep)
+			if !ok || strings.ContainsAny(scheme, "@:/") {
+				scheme = "(none)"
+			}
+			v.errf("k3os.datastore_endpoint", "write postgres://USER:PASS@HOST:5432/DB, mysql://USER:PASS@tcp(HOST:3306)/DB or https://ETCD:2379", "unsupported datastore scheme %q", scheme)
+		}
+	}
+}
+
+// k3sArgs refuses credentials passed as k3s arguments: they would sit in
+// k3s's environment file and show in its command line. The value is never
+// printed.
+func (v *validator) k3sArgs(args []string) {
+	for i, a := range args {
+		flag, _, _ := strings.Cut(a, "=")
+		if key, ok := secretFlags[flag]; ok {
+			v.errf(fmt.Sprintf("k3os.k3s_args[%d]", i), "set "+key+" instead; the node keeps it in a 0600 file", "%s passes a credential on k3s's command line", flag)
 		}
 	}
 }

@@ -12,6 +12,8 @@ layer() {
 	mkdir $r
 	tar -C $r --numeric-owner --xattrs -xpf /in/base/root.tar
 	install -m 0755 /in/agent/k3os-agent $r/usr/local/bin/k3os-agent
+	# k3os (upgrade, rollback, status) is the agent under another name.
+	ln -s k3os-agent $r/usr/local/bin/k3os
 	(cd /in/overlay && tar --exclude=./README.md --owner=0 --group=0 --numeric-owner -cf - .) | tar -C $r -xpf -
 	# Mount points of the initramfs: kernel modules, the state partition.
 	mkdir -p $r/usr/lib/modules $r/k3os/state

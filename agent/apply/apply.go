@@ -33,8 +33,9 @@ type Context struct {
 	Runner CommandRunner
 	// Log receives progress and warnings; nil discards them.
 	Log logrus.FieldLogger
-	// Chown changes the owner of a file; nil means os.Lchown.
-	Chown func(path string, uid, gid int) error
+	// Chown changes the owner of an open file (named after its path on
+	// the host); nil means fchown.
+	Chown func(f *os.File, uid, gid int) error
 	// KeyURL maps an ssh_authorized_keys reference (github:USER,
 	// gitlab:USER, https URL) to the URL FetchKeys gets; nil means DefaultKeyURL.
 	KeyURL func(ref string) (string, bool)
@@ -63,11 +64,11 @@ func (c *Context) runner() CommandRunner {
 	return c.Runner
 }
 
-func (c *Context) chown(p string, o owner) error {
+func (c *Context) chown(f *os.File, o owner) error {
 	if c.Chown == nil {
-		return os.Lchown(p, o.uid, o.gid)
+		return f.Chown(o.uid, o.gid)
 	}
-	return c.Chown(p, o.uid, o.gid)
+	return c.Chown(f, o.uid, o.gid)
 }
 
 // run runs a program without input.
@@ -105,6 +106,7 @@ func Steps() []Step {
 		{"wifi", wifiStep},
 		{"environment", environmentStep},
 		{"k3s", k3sStep},
+		{"images", imagesStep},
 		{"write_files", writeFilesStep},
 		{"boot_cmd", bootCmdStep},
 	}

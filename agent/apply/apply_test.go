@@ -87,10 +87,10 @@ func TestApplyIsolatesFailures(t *testing.T) {
 	if got, want := stepNames(r, false), []string{"sysctl"}; !slices.Equal(got, want) {
 		t.Errorf("failed steps = %v, want %v", got, want)
 	}
-	if got, want := stepNames(r, true), []string{"hostname", "users", "ssh", "modules", "dns_ntp", "network", "wifi", "environment", "k3s", "write_files", "boot_cmd"}; !slices.Equal(got, want) {
+	if got, want := stepNames(r, true), []string{"hostname", "users", "ssh", "modules", "dns_ntp", "network", "wifi", "environment", "k3s", "images", "write_files", "boot_cmd"}; !slices.Equal(got, want) {
 		t.Errorf("ok steps = %v, want %v", got, want)
 	}
-	want := "node k3s-1 configured: 11 steps ok, 1 failed (sysctl: sysctl: permission denied)"
+	want := "node k3s-1 configured: 12 steps ok, 1 failed (sysctl: sysctl: permission denied)"
 	if got := Summary(r, "k3s-1"); got != want {
 		t.Errorf("Summary = %q, want %q", got, want)
 	}

@@ -17,7 +17,8 @@ import (
 )
 
 // recorder is a CommandRunner that records commands. ssh-keygen creates
-// its -f file, as the real one would, so that a second run can see it.
+// its -f file and the .pub beside it, as the real one would, so that a
+// second run can see them.
 type recorder struct {
 	calls []Command
 	// fail, when set, gives the error of a command.
@@ -29,6 +30,7 @@ func (r *recorder) Run(ctx context.Context, cmd Command) error {
 	if cmd.Name == "ssh-keygen" {
 		if i := slices.Index(cmd.Args, "-f"); i >= 0 {
 			os.WriteFile(cmd.Args[i+1], []byte("key"), 0o600)
+			os.WriteFile(cmd.Args[i+1]+".pub", []byte("ssh-ed25519 AAAA"), 0o644)
 		}
 	}
 	if r.fail != nil {
@@ -83,9 +85,9 @@ func newNode(t *testing.T, cfg *nodeconfig.Config) *testNode {
 		Version: "0.1.0",
 		Runner:  n.run,
 		Log:     log,
-		Chown: func(p string, uid, gid int) error {
+		Chown: func(f *os.File, uid, gid int) error {
 			// The file written is a temporary one, renamed into place.
-			p = tmpName.ReplaceAllString(p, "/$1")
+			p := tmpName.ReplaceAllString(f.Name(), "/$1")
 			rel, _ := filepath.Rel(root, p)
 			n.chowns = append(n.chowns, chownCall{"/" + rel, uid, gid})
 			return nil

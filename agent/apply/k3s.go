@@ -22,11 +22,12 @@ import (
 //
 // k3s itself reads /etc/rancher/k3s/config.yaml.
 const (
-	k3sUnit       = "k3s.service"
-	k3sConfigFile = "/etc/rancher/k3s/config.yaml"
-	k3sTokenFile  = "/etc/rancher/k3s/token"
-	k3sEnvFile    = "/etc/rancher/k3s/k3s.env"
-	k3sDefaults   = "/etc/default/k3s"
+	k3sUnit           = "k3s.service"
+	k3sConfigFile     = "/etc/rancher/k3s/config.yaml"
+	k3sTokenFile      = "/etc/rancher/k3s/token"
+	k3sAgentTokenFile = "/etc/rancher/k3s/agent-token"
+	k3sEnvFile        = "/etc/rancher/k3s/k3s.env"
+	k3sDefaults       = "/etc/default/k3s"
 )
 
 // k3sConfig is the part of k3s's config.yaml the agent writes.
@@ -34,6 +35,7 @@ type k3sConfig struct {
 	ClusterInit         bool     `yaml:"cluster-init,omitempty"`
 	Server              string   `yaml:"server,omitempty"`
 	TokenFile           string   `yaml:"token-file,omitempty"`
+	AgentTokenFile      string   `yaml:"agent-token-file,omitempty"`
 	DatastoreEndpoint   string   `yaml:"datastore-endpoint,omitempty"`
 	WriteKubeconfigMode string   `yaml:"write-kubeconfig-mode,omitempty"`
 	NodeLabel           []string `yaml:"node-label,omitempty"`
@@ -47,9 +49,19 @@ func k3sStep(ctx context.Context, c *Context) error {
 	k := cfg.K3OS
 	role := cfg.Role()
 	kc := k3sConfig{NodeLabel: nodeLabels(k.Labels, c.Version), NodeTaint: k.Taints}
-	if role != nodeconfig.RoleAgent {
-		// k3OS's default: the kubeconfig readable by rancher.
-		kc.WriteKubeconfigMode = "0644"
+	// The node's own token: an agent presents the agent token when it has
+	// one (its card then holds no server token); a server holds the server
+	// token and, with agent_token, the agent token it accepts.
+	token, agentToken := k.Token, k.AgentToken
+	if role == nodeconfig.RoleAgent {
+		if agentToken != "" {
+			token = agentToken
+		}
+		agentToken = ""
+	} else {
+		// The admin kubeconfig is the cluster's keys: root's alone (k3OS
+		// made it 0644); rancher reads it through sudo.
+		kc.WriteKubeconfigMode = "0600"
 		kc.DatastoreEndpoint = k.DatastoreEndpoint
 	}
 	if role == nodeconfig.RoleClusterInit {
@@ -58,11 +70,16 @@ func k3sStep(ctx context.Context, c *Context) error {
 		kc.Server = k.ServerURL
 	}
 	var errs []error
-	if k.Token != "" {
-		kc.TokenFile = k3sTokenFile
-		errs = append(errs, c.writeFile(k3sTokenFile, []byte(k.Token+"\n"), 0o600, nil))
-	} else {
-		errs = append(errs, c.removeFile(k3sTokenFile))
+	for _, f := range []struct {
+		value, file string
+		key         *string
+	}{{token, k3sTokenFile, &kc.TokenFile}, {agentToken, k3sAgentTokenFile, &kc.AgentTokenFile}} {
+		if f.value == "" {
+			errs = append(errs, c.removeFile(f.file))
+			continue
+		}
+		*f.key = f.file
+		errs = append(errs, c.writeFile(f.file, []byte(f.value+"\n"), 0o600, nil))
 	}
 	var y bytes.Buffer
 	y.WriteString(header)
@@ -77,7 +94,8 @@ func k3sStep(ctx context.Context, c *Context) error {
 	defaults, err := k3sDefaultsFile(role, k.K3sArgs)
 	errs = append(errs, err)
 	if defaults != nil {
-		errs = append(errs, c.writeFile(k3sDefaults, defaults, 0o644, nil))
+		// 0600: k3s's arguments may say more than they should.
+		errs = append(errs, c.writeFile(k3sDefaults, defaults, 0o600, nil))
 	}
 
 	env, err := envLines(k.Environment)
@@ -102,15 +120,17 @@ func k3sDefaultsFile(role string, args []string) ([]byte, error) {
 	if role == nodeconfig.RoleAgent {
 		mode = "agent"
 	}
+	first := 0 // the index in k3s_args of args[0], for messages
 	if len(args) > 0 && (args[0] == "server" || args[0] == "agent") {
-		args = args[1:]
+		args, first = args[1:], 1
 	}
 	var keep []string
 	var errs []error
-	for _, a := range args {
-		// systemd splits $K3S_ARGS at whitespace and nothing else.
+	for i, a := range args {
+		// systemd splits $K3S_ARGS at whitespace and nothing else. The
+		// item is not printed: it may hold a secret.
 		if a == "" || strings.ContainsAny(a, " \t\n\r") {
-			errs = append(errs, fmt.Errorf("k3s_args item %q: empty or holding whitespace, which cannot be passed to k3s", a))
+			errs = append(errs, fmt.Errorf("k3s_args item %d: empty or holding whitespace, which cannot be passed to k3s", first+i))
 			continue
 		}
 		keep = append(keep, a)

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -18,13 +19,13 @@ func TestK3sConfig(t *testing.T) {
 		tokenWrite bool
 	}{
 		{"cluster-init", nodeconfig.K3OS{Role: "cluster-init", Token: "tok", Labels: map[string]string{"zone": "a"}},
-			"cluster-init: true\ntoken-file: /etc/rancher/k3s/token\nwrite-kubeconfig-mode: \"0644\"\nnode-label:\n  - k3os.io/mode=local\n  - k3os.io/version=0.1.0\n  - zone=a\n",
+			"cluster-init: true\ntoken-file: /etc/rancher/k3s/token\nwrite-kubeconfig-mode: \"0600\"\nnode-label:\n  - k3os.io/mode=local\n  - k3os.io/version=0.1.0\n  - zone=a\n",
 			"K3S_MODE=server\nK3S_ARGS=\"\"\n", true},
 		{"joining server", nodeconfig.K3OS{Role: "server", ServerURL: "https://k3s-1:6443", Token: "tok", DatastoreEndpoint: "postgres://u:p@db/k3s"},
-			"server: https://k3s-1:6443\ntoken-file: /etc/rancher/k3s/token\ndatastore-endpoint: postgres://u:p@db/k3s\nwrite-kubeconfig-mode: \"0644\"\nnode-label:\n  - k3os.io/mode=local\n  - k3os.io/version=0.1.0\n",
+			"server: https://k3s-1:6443\ntoken-file: /etc/rancher/k3s/token\ndatastore-endpoint: postgres://u:p@db/k3s\nwrite-kubeconfig-mode: \"0600\"\nnode-label:\n  - k3os.io/mode=local\n  - k3os.io/version=0.1.0\n",
 			"K3S_MODE=server\nK3S_ARGS=\"\"\n", true},
 		{"single server", nodeconfig.K3OS{},
-			"write-kubeconfig-mode: \"0644\"\nnode-label:\n  - k3os.io/mode=local\n  - k3os.io/version=0.1.0\n",
+			"write-kubeconfig-mode: \"0600\"\nnode-label:\n  - k3os.io/mode=local\n  - k3os.io/version=0.1.0\n",
 			"K3S_MODE=server\nK3S_ARGS=\"\"\n", false},
 		{"agent from k3s_args", nodeconfig.K3OS{ServerURL: "https://k3s-1:6443", Token: "tok", Taints: []string{"a=b:NoSchedule"},
 			K3sArgs: []string{"agent", "--node-ip=10.0.0.3", "--kubelet-arg=max-pods=50"}},
@@ -75,12 +76,41 @@ func TestK3sFilesAndService(t *testing.T) {
 	}
 }
 
+// An agent given the agent token presents it and holds no server token;
+// a server holds both; every file that holds one is root's alone.
+func TestK3sTokens(t *testing.T) {
+	agent := newNode(t, &nodeconfig.Config{K3OS: nodeconfig.K3OS{ServerURL: "https://s:6443", Token: "server-tok", AgentToken: "agent-tok"}})
+	agent.step(t, k3sStep)
+	if got := agent.read(t, k3sTokenFile); got != "agent-tok\n" {
+		t.Errorf("agent's token file = %q, want the agent token", got)
+	}
+	for _, f := range []string{k3sConfigFile, k3sTokenFile, k3sDefaults, k3sEnvFile} {
+		if strings.Contains(agent.read(t, f), "server-tok") {
+			t.Errorf("the agent's %s holds the server token", f)
+		}
+	}
+	if agent.read(t, k3sAgentTokenFile) != "" {
+		t.Error("an agent has an agent-token file")
+	}
+	server := newNode(t, &nodeconfig.Config{K3OS: nodeconfig.K3OS{Role: "cluster-init", Token: "server-tok", AgentToken: "agent-tok"}})
+	server.step(t, k3sStep)
+	if server.read(t, k3sTokenFile) != "server-tok\n" || server.read(t, k3sAgentTokenFile) != "agent-tok\n" ||
+		!strings.Contains(server.read(t, k3sConfigFile), "agent-token-file: "+k3sAgentTokenFile) {
+		t.Errorf("server: token %q, agent token %q, config %q", server.read(t, k3sTokenFile), server.read(t, k3sAgentTokenFile), server.read(t, k3sConfigFile))
+	}
+	for _, f := range []string{k3sConfigFile, k3sTokenFile, k3sAgentTokenFile, k3sDefaults, k3sEnvFile} {
+		if fi, err := os.Stat(server.path(f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600 (%v)", f, fi.Mode(), err)
+		}
+	}
+}
+
 func TestK3sBadArgs(t *testing.T) {
 	n := newNode(t, &nodeconfig.Config{K3OS: nodeconfig.K3OS{K3sArgs: []string{"server", "--a=1", "--b=two words"}}})
 	n.K3sPresent = true
 	err := k3sStep(t.Context(), n.Context)
-	if err == nil || !strings.Contains(err.Error(), `"--b=two words"`) {
-		t.Errorf("k3sStep = %v, want an error naming the argument", err)
+	if err == nil || !strings.Contains(err.Error(), "k3s_args item 2") || strings.Contains(err.Error(), "two words") {
+		t.Errorf("k3sStep = %v, want an error naming the item, not its value", err)
 	}
 	if len(n.run.calls) != 0 {
 		t.Errorf("commands = %q, want none: k3s is not started on a config it cannot have", n.run.lines(n.Root))

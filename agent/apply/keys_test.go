@@ -29,13 +29,17 @@ func TestFetchKeys(t *testing.T) {
 			http.Error(w, "down", http.StatusBadGateway)
 		case "/keys.txt":
 			w.Write([]byte(site + "\n"))
+		case "/github/carol.keys": // every key revoked
+			w.WriteHeader(http.StatusOK)
+		case "/github/dave.keys":
+			http.Redirect(w, r, "http://example.invalid/dave.keys", http.StatusFound)
 		default:
 			http.NotFound(w, r)
 		}
 	}))
 	defer srv.Close()
 
-	cfg := &nodeconfig.Config{SSHAuthorizedKeys: []string{"github:alice", "github:bob", "gitlab:ghost", srv.URL + "/keys.txt"}}
+	cfg := &nodeconfig.Config{SSHAuthorizedKeys: []string{"github:alice", "github:bob", "gitlab:ghost", srv.URL + "/keys.txt", "github:carol", "github:dave"}}
 	n := newNode(t, cfg)
 	n.KeyURL = func(ref string) (string, bool) {
 		if site, user, ok := strings.Cut(ref, ":"); ok && site != "https" {
@@ -44,12 +48,18 @@ func TestFetchKeys(t *testing.T) {
 		return ref, true
 	}
 	writeTestFile(t, n.Root, keyCacheFile("github:bob"), bob+"\n")
+	carol, dave, ghost := newKey(t, "carol-revoked"), newKey(t, "dave"), newKey(t, "ghost-deleted")
+	writeTestFile(t, n.Root, keyCacheFile("github:carol"), carol+"\n")
+	writeTestFile(t, n.Root, keyCacheFile("github:dave"), dave+"\n")
+	writeTestFile(t, n.Root, keyCacheFile("gitlab:ghost"), ghost+"\n")
 
-	err := FetchKeys(context.Background(), n.Context, srv.Client(), 3)
+	client := SecureClient()
+	client.Transport = srv.Client().Transport
+	err := FetchKeys(context.Background(), n.Context, client, 3)
 	if err == nil {
 		t.Fatal("FetchKeys = nil error, want errors for github:bob and gitlab:ghost")
 	}
-	for _, want := range []string{"github:bob: 502 Bad Gateway", "gitlab:ghost: 404 Not Found"} {
+	for _, want := range []string{"github:bob: 502 Bad Gateway", "gitlab:ghost: 404 Not Found", "keys come over https only"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("FetchKeys error = %q, want it to mention %q", err, want)
 		}
@@ -66,6 +76,9 @@ func TestFetchKeys(t *testing.T) {
 	if got, want := n.read(t, keyCacheFile("github:bob")), bob+"\n"; got != want {
 		t.Errorf("bob's cache = %q, want the old one %q", got, want)
 	}
+	// An outage (bob's 502) keeps the cached keys; the site's answer (an
+	// empty list for carol, no account for ghost) revokes them, and so
+	// does a redirect to http (dave).
 	want := header + alice + "\n" + alice2 + "\n" + bob + "\n" + site + "\n"
 	if got := n.read(t, "/home/rancher/.ssh/authorized_keys"); got != want {
 		t.Errorf("authorized_keys = %q, want %q", got, want)

@@ -8,11 +8,14 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/k3os-rpi/k3os-rpi4/agent/durable"
 )
 
 const (
@@ -35,7 +38,7 @@ var hostKeyTypes = []string{"ed25519", "ecdsa"}
 func sshStep(ctx context.Context, c *Context) error {
 	return errors.Join(
 		authorizedKeys(c),
-		c.writeFile(sshdDropIn, sshdConfig(c.cfg().K3OS.Password != ""), 0o644, nil),
+		c.writeFile(sshdDropIn, sshdConfig(c.cfg().K3OS.SSHPasswordLogin && c.cfg().K3OS.Password != ""), 0o644, nil),
 		hostKeys(ctx, c),
 	)
 }
@@ -84,10 +87,7 @@ func authorizedKeys(c *Context) error {
 		own = owner{rancherUID, rancherUID}
 	}
 	dir := rancherHome + "/.ssh"
-	if err := c.mkdir(dir, 0o700); err != nil {
-		return err
-	}
-	if err := c.chown(c.path(dir), own); err != nil {
+	if err := c.mkdir(dir, 0o700, &own); err != nil {
 		return err
 	}
 	data := header
@@ -97,6 +97,9 @@ func authorizedKeys(c *Context) error {
 	return c.writeFile(dir+"/authorized_keys", []byte(data), 0o600, &own)
 }
 
+// sshdConfig is the sshd drop-in: password logins only when the config
+// asks for them (ssh_password_login), never because a console password is
+// set: rancher has passwordless sudo.
 func sshdConfig(password bool) []byte {
 	pw := "no"
 	if password {
@@ -121,21 +124,47 @@ func hostKeyPath(typ string) string {
 	return hostKeyDir + "/ssh_host_" + typ + "_key"
 }
 
-// hostKeys makes the host keys that do not exist yet.
+// hostKeys makes the host keys that do not exist yet, or that a power
+// cut left empty (sshd refuses to start with one): each is written under
+// a temporary name, synced and renamed, so that it is whole or absent.
 func hostKeys(ctx context.Context, c *Context) error {
-	if err := c.mkdir(hostKeyDir, 0o700); err != nil {
+	if err := c.mkdir(hostKeyDir, 0o700, nil); err != nil {
 		return err
 	}
 	var errs []error
 	for _, t := range hostKeyTypes {
-		p := hostKeyPath(t)
-		if c.exists(p) {
+		p := c.path(hostKeyPath(t))
+		if nonEmpty(p) && nonEmpty(p+".pub") {
 			continue
 		}
 		c.log().Infof("making the %s host key", t)
-		errs = append(errs, c.run(ctx, "ssh-keygen", "-q", "-N", "", "-t", t, "-f", c.path(p)))
+		tmp := p + ".new"
+		os.Remove(tmp)
+		os.Remove(tmp + ".pub")
+		if err := c.run(ctx, "ssh-keygen", "-q", "-N", "", "-t", t, "-f", tmp); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, f := range []string{tmp, tmp + ".pub"} {
+			errs = append(errs, syncFile(f))
+		}
+		errs = append(errs, os.Rename(tmp+".pub", p+".pub"), os.Rename(tmp, p), durable.SyncDir(filepath.Dir(p)))
 	}
 	return errors.Join(errs...)
+}
+
+func nonEmpty(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Size() > 0
+}
+
+func syncFile(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // isKeyRef tells whether an ssh_authorized_keys entry names keys to fetch

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"io/fs"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,14 +59,18 @@ func TestSSHAuthorizedKeys(t *testing.T) {
 
 func TestSSHDropIn(t *testing.T) {
 	tests := []struct {
-		name, password, want string
+		name, password string
+		login          bool
+		want           string
 	}{
-		{"no password", "", "PasswordAuthentication no\n"},
-		{"password", hash, "PasswordAuthentication yes\n"},
+		{"no password", "", false, "PasswordAuthentication no\n"},
+		// A console password does not open SSH: rancher has sudo.
+		{"password", hash, false, "PasswordAuthentication no\n"},
+		{"password login asked for", hash, true, "PasswordAuthentication yes\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n := newNode(t, &nodeconfig.Config{K3OS: nodeconfig.K3OS{Password: tt.password}})
+			n := newNode(t, &nodeconfig.Config{K3OS: nodeconfig.K3OS{Password: tt.password, SSHPasswordLogin: tt.login}})
 			n.step(t, sshStep)
 			got := n.read(t, sshdDropIn)
 			for _, line := range []string{tt.want, "PermitRootLogin no\n", "KbdInteractiveAuthentication no\n", "AllowTcpForwarding no\n",
@@ -78,16 +83,29 @@ func TestSSHDropIn(t *testing.T) {
 	}
 }
 
+// Host keys are made once, whole; one that a power cut left empty is
+// made again.
 func TestSSHHostKeys(t *testing.T) {
 	n := newNode(t, &nodeconfig.Config{})
 	writeTestFile(t, n.Root, hostKeyPath("ecdsa"), "existing")
+	writeTestFile(t, n.Root, hostKeyPath("ecdsa")+".pub", "ecdsa-sha2-nistp256 AAAA")
 	n.step(t, sshStep)
 	n.step(t, sshStep)
 	want := []string{
-		`ssh-keygen -q -N "" -t ed25519 -f /var/lib/k3os/ssh/ssh_host_ed25519_key`,
+		`ssh-keygen -q -N "" -t ed25519 -f /var/lib/k3os/ssh/ssh_host_ed25519_key.new`,
 	}
 	if diff := cmp.Diff(want, n.run.lines(n.Root)); diff != "" {
 		t.Errorf("commands of two runs (-want +got):\n%s", diff)
+	}
+	for _, f := range []string{hostKeyPath("ed25519"), hostKeyPath("ed25519") + ".pub"} {
+		if !nonEmpty(filepath.Join(n.Root, f)) {
+			t.Errorf("%s was not made", f)
+		}
+	}
+	writeTestFile(t, n.Root, hostKeyPath("ecdsa"), "")
+	n.step(t, sshStep)
+	if got := n.run.lines(n.Root); len(got) != 2 || !strings.HasSuffix(got[1], "ssh_host_ecdsa_key.new") {
+		t.Errorf("an empty key was not made again: %v", got)
 	}
 	if got, want := n.mode(t, hostKeyDir), fs.ModeDir|0o700; got != want {
 		t.Errorf("%s mode = %v, want %v", hostKeyDir, got, want)

@@ -116,9 +116,9 @@ func ensureHome(c *Context, own owner) error {
 	if c.exists(rancherHome) {
 		return nil
 	}
-	if err := c.mkdir(rancherHome, 0o700); err != nil {
+	if err := c.mkdir(rancherHome, 0o700, &own); err != nil {
 		return err
 	}
 	c.log().Infof("made %s", rancherHome)
-	return c.chown(c.path(rancherHome), own)
+	return nil
 }

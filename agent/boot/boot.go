@@ -6,9 +6,11 @@
 package boot
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/k3os-rpi/k3os-rpi4/agent/durable"
 	"io"
 	"os"
 	"path/filepath"
@@ -32,7 +34,16 @@ const (
 
 // Record is what init found, written to /run/k3os/boot.json.
 type Record struct {
-	Version    string `json:"version"`
+	// Version is the system version running, as the boot slot names it;
+	// Config the node config's id (the card's own, or an upgrade's).
+	Version string `json:"version"`
+	Config  string `json:"config"`
+	// Slot is the boot partition the firmware booted; Trial says it was a
+	// try-once boot (an upgrade not committed yet).
+	Slot  int  `json:"slot"`
+	Trial bool `json:"trial"`
+	// Kernel is the running kernel's release.
+	Kernel     string `json:"kernel"`
 	MAC        string `json:"mac"`
 	Interface  string `json:"interface"`
 	ConfigFile string `json:"config_file"`
@@ -78,11 +89,28 @@ func (in *Init) Run() error {
 		return fmt.Errorf("mounting the state partition %s: %w", dev, err)
 	}
 	in.say("state partition %s mounted", dev)
-	rec := Record{StateDevice: dev}
+	rec := Record{StateDevice: dev, Version: kernelCmdline(layout.SystemParam), Config: kernelCmdline(layout.ConfigParam), Kernel: kernelRelease()}
+	rec.Slot, rec.Trial = Bootloader("/proc/device-tree/chosen/bootloader")
+	if rec.Version == "" {
+		return fmt.Errorf("the boot slot names no system version (%s= on its cmdline.txt)", layout.SystemParam)
+	}
+	if rec.Config == "" {
+		rec.Config = layout.CardConfig
+	}
 	rec.Interface, rec.MAC = waitForMAC(10 * time.Second)
-	rec.ConfigFile = nodeconfig.FileFor(filepath.Join(stateMnt, layout.ConfigDir), rec.MAC)
+	own, picked := "", ""
+	if rec.Config == layout.CardConfig {
+		if own, picked, err = claimConfig(stateMnt, rec.MAC); err != nil {
+			in.say("the card's node configs: %v", err)
+		}
+	} else if p := filepath.Join(stateMnt, layout.NodeConfigDir, rec.Config+".yaml"); exists(p) {
+		own = p
+	}
+	rec.ConfigFile = own
 	var cfg *nodeconfig.Config
 	switch {
+	case rec.Config != layout.CardConfig && rec.ConfigFile == "":
+		rec.Unconfigured = fmt.Sprintf("the boot slot names the config %s, which is not in %s", rec.Config, layout.NodeConfigDir)
 	case rec.MAC == "" && rec.ConfigFile == "":
 		rec.Unconfigured = "no wired interface found and no default.yaml"
 	case rec.ConfigFile == "":
@@ -96,14 +124,12 @@ func (in *Init) Run() error {
 	}
 	if rec.Unconfigured != "" {
 		in.say("UNCONFIGURED BOOT: %s; the node starts with root locked and no way in; add its config and reflash", rec.Unconfigured)
+	} else if picked != "" {
+		in.say("node %s (%s): config %s, kept as %s; the card's other node configs are wiped", rec.MAC, rec.Interface,
+			filepath.Base(picked), filepath.Join(layout.NodeConfigDir, filepath.Base(own)))
 	} else {
-		in.say("node %s (%s): config %s", rec.MAC, rec.Interface, filepath.Base(rec.ConfigFile))
+		in.say("node %s (%s): config %s", rec.MAC, rec.Interface, filepath.Join(layout.NodeConfigDir, filepath.Base(own)))
 	}
-	version, err := os.Readlink(filepath.Join(stateMnt, layout.SystemDir, layout.CurrentLink))
-	if err != nil {
-		return fmt.Errorf("no active system version on the state partition: %w", err)
-	}
-	rec.Version = filepath.Base(version)
 	if err := writeRun(rec, rec.ConfigFile); err != nil {
 		return err
 	}
@@ -119,7 +145,11 @@ func (in *Init) Run() error {
 		}
 	}
 	rec.Seconds = time.Since(in.start).Seconds()
-	in.say("switching to k3os %s after %.1fs", rec.Version, rec.Seconds)
+	trial := ""
+	if rec.Trial {
+		trial = ", a trial"
+	}
+	in.say("switching to k3os %s (kernel %s, slot %d%s) after %.1fs", rec.Version, rec.Kernel, rec.Slot, trial, rec.Seconds)
 	return switchRoot(newRoot, "/sbin/init")
 }
 
@@ -180,10 +210,21 @@ func (in *Init) mountRoot(version string) error {
 	if err := overlay(newRoot+"/var", filepath.Join(data, "var")); err != nil {
 		return err
 	}
+	// What identifies the node outlives a version's /etc: the machine id
+	// (systemd-networkd's DHCP client id and the journal derive from it)
+	// and k3s's node password (the server knows the node by it).
+	id, err := machineID(data, etc)
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount(id, newRoot+"/etc/machine-id", "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding /etc/machine-id: %w", err)
+	}
 	for _, b := range []struct{ src, dst string }{
 		{"rancher", "/var/lib/rancher"},
 		{"containerd", "/var/lib/containerd"},
 		{"home", "/home"},
+		{"rancher-node", "/etc/rancher/node"},
 	} {
 		src := filepath.Join(data, b.src)
 		if err := os.MkdirAll(src, 0o755); err != nil {
@@ -203,6 +244,38 @@ func (in *Init) mountRoot(version string) error {
 	return unix.Mount(stateMnt, newRoot+layout.StateMount, "", unix.MS_MOVE, "")
 }
 
+// machineID returns the node's machine id file in the state's data
+// directory, made on the first boot: the one systemd committed into this
+// version's /etc if there is one (a card from before), else a new one.
+func machineID(data, etc string) (string, error) {
+	p := filepath.Join(data, "machine-id")
+	if b, err := os.ReadFile(p); err == nil && validMachineID(b) {
+		return p, nil
+	}
+	id, err := os.ReadFile(filepath.Join(etc, "upper", "machine-id"))
+	if err != nil || !validMachineID(id) {
+		uuid, err := os.ReadFile("/proc/sys/kernel/random/uuid")
+		if err != nil {
+			return "", err
+		}
+		id = []byte(strings.ReplaceAll(strings.TrimSpace(string(uuid)), "-", "") + "\n")
+	}
+	return p, durable.WriteFile(p, id, 0o444)
+}
+
+func validMachineID(b []byte) bool {
+	s := strings.TrimSpace(string(b))
+	if len(s) != 32 {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
+}
+
 func overlay(target, dir string) error {
 	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
 	for _, d := range []string{upper, work} {
@@ -215,6 +288,35 @@ func overlay(target, dir string) error {
 		return fmt.Errorf("overlay on %s: %w", target, err)
 	}
 	return nil
+}
+
+// Bootloader reads what the Raspberry Pi firmware says of this boot, in
+// the device tree's /chosen/bootloader (dir): the partition it booted and
+// whether it was a try-once boot (its properties are big-endian u32s).
+// Without the node (another board, or QEMU without the boot test's
+// firmware model) it is slot 0, no trial.
+func Bootloader(dir string) (slot int, trial bool) {
+	u32 := func(name string) uint32 {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || len(b) < 4 {
+			return 0
+		}
+		return binary.BigEndian.Uint32(b)
+	}
+	return int(u32("partition")), u32("tryboot") == 1
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // Fail reports a fatal error on the console and, since PID 1 must not

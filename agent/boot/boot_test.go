@@ -1,13 +1,14 @@
 package boot
 
 import (
-	"github.com/k3os-rpi/k3os-rpi4/layout"
-
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/k3os-rpi/k3os-rpi4/layout"
 )
 
 func TestExt4Label(t *testing.T) {
@@ -80,5 +81,80 @@ func TestPlanGrow(t *testing.T) {
 	write(filepath.Join(devs, "mmcblk0p2", "size"), strconv.Itoa(62333952-532480))
 	if p, err := PlanGrow(block, "/dev/mmcblk0p2"); err != nil || p.Grow {
 		t.Errorf("PlanGrow(full) = %+v, %v; want no growth", p, err)
+	}
+}
+
+// The card's first boot keeps the node's own config and wipes the rest,
+// with their bytes zeroed; later boots use the kept one.
+func TestClaimConfig(t *testing.T) {
+	state := t.TempDir()
+	card := filepath.Join(state, layout.ConfigDir)
+	os.MkdirAll(card, 0o755)
+	mine, other := "dc:a6:32:00:00:01", "dc:a6:32:00:00:02"
+	os.WriteFile(filepath.Join(card, mine+".yaml"), []byte("hostname: a\n"), 0o600)
+	os.WriteFile(filepath.Join(card, other+".yaml"), []byte("k3os: {token: server-secret}\n"), 0o600)
+	os.WriteFile(filepath.Join(card, "default.yaml"), []byte("k3os: {agent_token: x}\n"), 0o600)
+	// A second name of the other node's file shows what became of its bytes.
+	spy := filepath.Join(state, "spy")
+	os.Link(filepath.Join(card, other+".yaml"), spy)
+
+	own, picked, err := claimConfig(state, mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(picked) != mine+".yaml" || own != filepath.Join(state, layout.NodeConfigDir, "card.yaml") {
+		t.Fatalf("claimConfig = %s, %s", own, picked)
+	}
+	if b, _ := os.ReadFile(own); string(b) != "hostname: a\n" {
+		t.Errorf("kept %q", b)
+	}
+	if _, err := os.Stat(card); err == nil {
+		t.Error("the card's config directory is still there")
+	}
+	if b, _ := os.ReadFile(spy); strings.Contains(string(b), "server-secret") || len(b) == 0 {
+		t.Errorf("the other node's file was removed, not wiped: its bytes are %q", b)
+	}
+	// The next boot finds its config, whatever the MAC says.
+	if own2, picked, err := claimConfig(state, other); own2 != own || picked != "" || err != nil {
+		t.Errorf("second boot: %s %s %v", own2, picked, err)
+	}
+	// No wired port seen: nothing is claimed or wiped.
+	fresh := t.TempDir()
+	os.MkdirAll(filepath.Join(fresh, layout.ConfigDir), 0o755)
+	os.WriteFile(filepath.Join(fresh, layout.ConfigDir, "default.yaml"), []byte("{}\n"), 0o600)
+	if own, _, _ := claimConfig(fresh, ""); own != "" {
+		t.Errorf("claimed %s without a MAC", own)
+	}
+	if _, err := os.Stat(filepath.Join(fresh, layout.ConfigDir, "default.yaml")); err != nil {
+		t.Error("wiped without a MAC")
+	}
+}
+
+// The machine id is made once and kept across versions; a card's id that
+// systemd committed into a version's /etc is taken over.
+func TestMachineID(t *testing.T) {
+	data := t.TempDir()
+	etc := filepath.Join(data, "etc", "1.0.0")
+	os.MkdirAll(filepath.Join(etc, "upper"), 0o755)
+	os.WriteFile(filepath.Join(etc, "upper", "machine-id"), []byte("0123456789abcdef0123456789abcdef\n"), 0o444)
+	p, err := machineID(data, etc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "0123456789abcdef0123456789abcdef\n" {
+		t.Errorf("the committed id was not taken over: %q", b)
+	}
+	fresh := t.TempDir()
+	p, err = machineID(fresh, filepath.Join(fresh, "etc", "2.0.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := os.ReadFile(p)
+	if !validMachineID(first) {
+		t.Fatalf("made %q", first)
+	}
+	p, _ = machineID(fresh, filepath.Join(fresh, "etc", "3.0.0"))
+	if again, _ := os.ReadFile(p); string(again) != string(first) {
+		t.Errorf("another version got another id: %q, then %q", first, again)
 	}
 }

@@ -9,12 +9,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -34,7 +32,8 @@ const usage = `usage: k3os-agent COMMAND
   grow         grow the state partition and its filesystem to the end of the disk
   status       show what the boot and the last apply did
   version      print the agent's version
-As /init (PID 1 in the initramfs) it boots the node.`
+As /init (PID 1 in the initramfs) it boots the node; as k3os (a link to it)
+it upgrades the node, rolls it back and says what it runs (k3os help).`
 
 func main() {
 	if os.Getpid() == 1 && os.Args[0] == "/init" { // the initramfs, not a container
@@ -46,14 +45,21 @@ func main() {
 		boot.Fail(console, in.Run())
 		return
 	}
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, usage)
-		os.Exit(2)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := logrus.New()
 	log.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true}) // journald stamps lines
+	if filepath.Base(os.Args[0]) == "k3os" {
+		if err := k3os(ctx, log, os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "k3os:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
 	var err error
 	switch os.Args[1] {
 	case "apply":
@@ -126,10 +132,7 @@ func cmdApply(ctx context.Context, log *logrus.Logger) error {
 		summary += " (UNCONFIGURED: " + rec.Unconfigured + ")"
 	}
 	log.Info(summary)
-	if con, err := os.OpenFile("/dev/console", os.O_WRONLY|os.O_APPEND, 0); err == nil {
-		fmt.Fprintln(con, "k3os: "+summary)
-		con.Close()
-	}
+	consoleLine(fmt.Sprintf("k3os %s: %s", version, summary))
 	return nil
 }
 
@@ -138,7 +141,7 @@ func cmdFetchKeys(ctx context.Context, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
-	return apply.FetchKeys(ctx, c, &http.Client{Timeout: 30 * time.Second}, 10)
+	return apply.FetchKeys(ctx, c, apply.SecureClient(), 10)
 }
 
 func cmdRunCmd(ctx context.Context, log *logrus.Logger) error {

@@ -1,43 +1,73 @@
-package nodeconfig
+// Package schema is the node config's JSON Schema and key reference,
+// generated from the nodeconfig types and their doc comments; the agent on
+// the node does not carry it.
+package schema
 
 import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"path/filepath"
 	"reflect"
 	"strings"
 
 	"github.com/invopop/jsonschema"
+
+	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
 
-// pkgPath is this package's import path, under which the schema generator
-// files the doc comments it reads.
+// pkgPath is the nodeconfig package's import path, under which the schema
+// generator files the doc comments it reads.
 const pkgPath = "github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 
 //go:embed k3os-config.schema.json
 var schemaJSON []byte
 
-// JSONSchema is the JSON Schema of a node config file, for editor
-// completion: the committed k3os-config.schema.json, generated from the Go
-// types and their doc comments. It describes the canonical spelling of
-// keys; the parser also accepts k3OS's other spellings.
-func JSONSchema() []byte { return schemaJSON }
+// JSON is the JSON Schema of a node config file, for editor completion:
+// the committed k3os-config.schema.json, generated from the Go types and
+// their doc comments. It describes the canonical spelling of keys; the
+// parser also accepts k3OS's other spellings.
+func JSON() []byte { return schemaJSON }
 
-// comments reads the doc comment of every type and field of the package
-// whose source is in dir (a relative path: "." or "nodeconfig").
+// comments reads the doc comment of every type and field of package
+// nodeconfig, whose source is in dir, into a reflector. By hand, not with
+// the reflector's AddGoComments: that one names packages after the path it
+// is given relative to the working directory, and this runs from the
+// project (mage generate) and from this package's tests.
 func comments(dir string) (*jsonschema.Reflector, error) {
-	rel := filepath.ToSlash(filepath.Clean(dir))
-	base := pkgPath
-	if rel != "." {
-		if filepath.IsAbs(dir) || !strings.HasSuffix(pkgPath, "/"+rel) {
-			return nil, fmt.Errorf("%s: give the package's directory relative to the working directory (\".\" or \"nodeconfig\")", dir)
-		}
-		base = strings.TrimSuffix(pkgPath, "/"+rel)
-	}
-	r := &jsonschema.Reflector{FieldNameTag: "yaml", AllowAdditionalProperties: false, DoNotReference: true}
-	if err := r.AddGoComments(base, rel); err != nil {
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
 		return nil, err
+	}
+	r := &jsonschema.Reflector{FieldNameTag: "yaml", AllowAdditionalProperties: false, DoNotReference: true, CommentMap: map[string]string{}}
+	fset := token.NewFileSet()
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, parser.ParseComments)
+		if err != nil {
+			return nil, err
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			ts, ok := n.(*ast.TypeSpec)
+			if !ok {
+				return true
+			}
+			st, ok := ts.Type.(*ast.StructType)
+			if !ok {
+				return true
+			}
+			for _, fld := range st.Fields.List {
+				for _, name := range fld.Names {
+					r.CommentMap[pkgPath+"."+ts.Name.Name+"."+name.Name] = strings.TrimSpace(fld.Doc.Text())
+				}
+			}
+			return true
+		})
 	}
 	if r.CommentMap[pkgPath+".Config.Hostname"] == "" {
 		return nil, fmt.Errorf("%s: no doc comments of package nodeconfig found there", dir)
@@ -45,14 +75,14 @@ func comments(dir string) (*jsonschema.Reflector, error) {
 	return r, nil
 }
 
-// GenerateSchema makes the JSON Schema from the types and the comments in
-// dir, the package's source (go tool mage generate writes it).
-func GenerateSchema(dir string) ([]byte, error) {
+// Generate makes the JSON Schema from the types and the comments in dir,
+// nodeconfig's source (go tool mage generate writes it).
+func Generate(dir string) ([]byte, error) {
 	r, err := comments(dir)
 	if err != nil {
 		return nil, err
 	}
-	s := r.Reflect(&Config{})
+	s := r.Reflect(&nodeconfig.Config{})
 	s.ID = "https://github.com/k3os-rpi/k3os-rpi4/k3os-config.schema.json"
 	s.Title = "k3OS node config (Raspberry Pi 4)"
 	b, err := json.MarshalIndent(s, "", "  ")
@@ -96,7 +126,7 @@ func Reference(dir string) (string, error) {
 			fmt.Fprintf(&b, "| `%s` | %s | %s |\n", key, kind(ft), doc)
 		}
 	}
-	walk(reflect.TypeOf(Config{}), "")
+	walk(reflect.TypeOf(nodeconfig.Config{}), "")
 	return b.String(), nil
 }
 
