@@ -2,11 +2,13 @@
 # Builds the kernel outputs:
 #   build.sh debian          Debian's prebuilt arm64 kernel (KERNEL=debian),
 #                            from the locked linux-image deb in /in/debs
-#   build.sh config FLAVOUR  the .config of linux-source (source or reduced):
-#                            base + fragments, merged -> /out/config
+#   build.sh config FLAVOUR  the .config of linux-source (pi, full or
+#                            reduced): base + fragments, merged -> /out/config
 #   build.sh build           the kernel of /in/config/config
 # Outputs in /out: Image, config, System.map, kernel.release, dtbs/ (the
-# Pi 4 boards) and modroot/lib/modules/<release>/ (modules, depmod'ed).
+# Pi 4 boards), modroot/lib/modules/<release>/ (modules, depmod'ed) and,
+# for kernels built here, objects (how many objects the config compiles).
+# $LOCALVERSION, when set, is appended to the kernel release.
 set -eu
 
 export ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
@@ -14,12 +16,18 @@ export ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
 export KBUILD_BUILD_TIMESTAMP="$(date -u -d "@$SOURCE_DATE_EPOCH")" KBUILD_BUILD_USER=k3os KBUILD_BUILD_HOST=k3os-rpi4
 F=/in/kernel/config
 src=/work/linux
+# The Pi 4 family: 4B, 400, CM4 on its IO board.
+PI_BOARDS="bcm2711-rpi-4-b bcm2711-rpi-400 bcm2711-rpi-cm4-io"
 
 unpack() {
 	dpkg-deb --fsys-tarfile /in/source/linux-source-*.deb | tar -x -C /work --wildcards './usr/src/linux-source-*.tar.xz'
 	mkdir -p $src
 	tar -xJf /work/usr/src/linux-source-*.tar.xz -C $src --strip-components=1
 	rm -rf /work/usr
+	# Our patches (kernel/patches), in name order; each says why.
+	for p in /in/kernel/patches/*.patch; do
+		patch -s -p1 -d $src < "$p"
+	done
 }
 
 config() {
@@ -27,12 +35,21 @@ config() {
 	cd $src
 	mkdir -p /work/o
 	case "$1" in
+	pi)
+		# k3s's needs and the cluster add-ons built in, though a module
+		# would do: nothing waits for a module at boot or at k3s's start,
+		# and the build links a handful of modules, not a hundred. The Pi's
+		# own modules (rpi4.config) stay modules.
+		for f in k3s cluster; do sed 's/=m$/=y/' $F/$f.config > /work/$f-builtin.config; done
+		scripts/kconfig/merge_config.sh -n -O /work/o $F/systemd.config $F/modules.config /work/k3s-builtin.config \
+			/work/cluster-builtin.config $F/rpi4.config $F/qemu-virt.config >/work/merge.log ;;
 	full)
 		dpkg-deb --fsys-tarfile /in/source/linux-config-*.deb | tar -x -C /work --wildcards '*config.arm64_none_arm64.xz'
 		xz -dc /work/usr/src/linux-config-*/config.arm64_none_arm64.xz > /work/debian.config
-		scripts/kconfig/merge_config.sh -O /work/o /work/debian.config $F/rpi4.config $F/k3s.config $F/qemu-virt.config $F/nodebug.config >/work/merge.log ;;
+		scripts/kconfig/merge_config.sh -O /work/o /work/debian.config $F/rpi4.config $F/k3s.config $F/cluster.config \
+			$F/qemu-virt.config $F/nodebug.config >/work/merge.log ;;
 	reduced)
-		scripts/kconfig/merge_config.sh -n -O /work/o $F/reduced.config $F/k3s.config $F/qemu-virt.config >/work/merge.log ;;
+		scripts/kconfig/merge_config.sh -n -O /work/o $F/systemd.config $F/nomodules.config $F/k3s.config $F/qemu-virt.config >/work/merge.log ;;
 	*) echo "unknown flavour $1" >&2; exit 2 ;;
 	esac
 	cp /work/o/.config /out/config
@@ -51,10 +68,10 @@ build() {
 	kmake olddefconfig >/dev/null
 	cmp -s /in/config/config /work/o/.config || { echo "olddefconfig changed the checked .config" >&2; diff /in/config/config /work/o/.config | head >&2; exit 1; }
 	if grep -q '^CONFIG_MODULES=y' /work/o/.config; then
-		kmake Image modules dtbs
+		# Only the Pi 4 family's device trees, not every arm64 board's.
+		kmake Image modules $(for b in $PI_BOARDS; do echo broadcom/$b.dtb; done)
 		kmake INSTALL_MOD_PATH=/out/modroot INSTALL_MOD_STRIP=1 modules_install
-		mkdir -p /out/dtbs
-		for b in bcm2711-rpi-4-b bcm2711-rpi-400 bcm2711-rpi-cm4-io; do cp /work/o/arch/arm64/boot/dts/broadcom/$b.dtb /out/dtbs/; done
+		dtbs /work/o/arch/arm64/boot/dts/broadcom
 	else
 		kmake Image
 		# Without modules, modprobe still needs to know what is built in.
@@ -74,12 +91,15 @@ build() {
 	cp /work/o/System.map /out/System.map
 	echo "$rel" > /out/kernel.release
 	cp /in/config/flavour /out/flavour
-	echo "kernel $rel ($(cat /out/flavour)): $(du -k /out/Image | cut -f1) KiB"
+	# The objects this config compiles: a build-size figure no busy
+	# machine changes (modules' .mod.o glue and the link's own left out).
+	find /work/o -name '*.o' ! -name '*.mod.o' ! -name '.*' ! -name 'vmlinux.o' | wc -l > /out/objects
+	echo "kernel $rel ($(cat /out/flavour)): $(du -k /out/Image | cut -f1) KiB, $(cat /out/objects) objects"
 }
 
 dtbs() { # dtbs DIR: the Pi 4 family's device trees
 	mkdir -p /out/dtbs
-	for b in bcm2711-rpi-4-b bcm2711-rpi-400 bcm2711-rpi-cm4-io; do
+	for b in $PI_BOARDS; do
 		cp "$1/$b.dtb" /out/dtbs/
 	done
 }

@@ -8,9 +8,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/magefile/mage/mg"
 	"github.com/magefile/mage/sh"
@@ -18,7 +21,7 @@ import (
 
 	"github.com/k3os-rpi/k3os-rpi4/diskimage"
 	"github.com/k3os-rpi/k3os-rpi4/flash"
-	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
+	"github.com/k3os-rpi/k3os-rpi4/nodeconfig/schema"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/atomicfile"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/bench"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/boottest"
@@ -26,8 +29,10 @@ import (
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/engine/dagger"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/plan"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/release"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/rollout"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/run"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/step"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/try"
 	"github.com/k3os-rpi/k3os-rpi4/settings"
 )
 
@@ -42,7 +47,7 @@ func load(test bool) (*settings.Settings, error) {
 }
 
 func planOptions(s *settings.Settings) plan.Options {
-	return plan.Options{Project: s.Project, Version: s.Version, Flavour: s.Kernel, K3s: s.K3s, Mirror: s.Mirror, GoEnv: s.GoEnv}
+	return plan.Options{Project: s.Project, Version: s.Version, Flavour: s.Kernel, K3s: s.K3s, K3sImages: s.K3sImages, Mirror: s.Mirror, GoEnv: s.GoEnv}
 }
 
 func engineConfig(s *settings.Settings) (engine.Config, error) {
@@ -159,19 +164,19 @@ func Validate() error {
 
 // Schema writes the node config JSON Schema to dist/k3os-config.schema.json, for editor completion.
 func Schema() error {
-	return atomicfile.WriteFile(filepath.Join("dist", "k3os-config.schema.json"), nodeconfig.JSONSchema(), 0o644)
+	return atomicfile.WriteFile(filepath.Join("dist", "k3os-config.schema.json"), schema.JSON(), 0o644)
 }
 
 // Generate rewrites what is generated from the code: the JSON Schema and the key reference of docs/config.md from the config types, and the README's settings table.
 func Generate() error {
-	schema, err := nodeconfig.GenerateSchema("nodeconfig")
+	b, err := schema.Generate("nodeconfig")
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join("nodeconfig", "k3os-config.schema.json"), schema, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join("nodeconfig", "schema", "k3os-config.schema.json"), b, 0o644); err != nil {
 		return err
 	}
-	keys, err := nodeconfig.Reference("nodeconfig")
+	keys, err := schema.Reference("nodeconfig")
 	if err != nil {
 		return err
 	}
@@ -197,7 +202,7 @@ func replaceSection(file, start, end, content string) error {
 	return atomicfile.WriteFile(file, []byte(before+start+content+end+after), 0o644)
 }
 
-// Test is the whole proof CI runs: vet, unit tests, a bounded fuzz run, config validation, then the boot test (see boottest).
+// Test is the whole proof CI runs: vet, unit tests (the example config's own among them), a bounded fuzz run, then the boot test (see boottest).
 func Test(ctx context.Context) error {
 	if _, err := load(true); err != nil {
 		return err
@@ -211,13 +216,10 @@ func Test(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := Validate(); err != nil {
-		return err
-	}
 	return Boottest(ctx)
 }
 
-// Boottest builds an image for a test cluster (K3S=none unless set) and boots it in QEMU: virt by MAC, a second boot, default.yaml, raspi4b; with k3s, Ready on one node, two nodes and a PostgreSQL datastore.
+// Boottest builds an image for a test cluster (K3S=none unless set) and boots it in QEMU: virt by MAC, a second boot, default.yaml, a USB disk, raspi4b; with k3s, Ready on one node, two nodes and a PostgreSQL datastore.
 func Boottest(ctx context.Context) error {
 	s, err := load(true)
 	if err != nil {
@@ -233,7 +235,7 @@ func Boottest(ctx context.Context) error {
 		return err
 	}
 	return boottest.Run(ctx, boottest.Config{Plan: planOptions(s), Runner: r, Host: engine.Host(cfg, r.Log), Dist: "dist",
-		Cases: s.VMTestCases, Keep: s.VMTestKeep, RequireK3s: s.RequireK3sReady, Out: os.Stdout})
+		Cases: s.VMTestCases, Keep: s.VMTestKeep, RequireK3s: s.RequireK3sReady, AllPowerCuts: s.AllPowerCuts, Out: os.Stdout})
 }
 
 // Rootfs holds the root filesystem targets besides the build itself.
@@ -254,17 +256,32 @@ func RootFS(ctx context.Context) error {
 // K3s holds the k3s input targets.
 type K3s mg.Namespace
 
-// Pin pins the files of a local k3s, K3S=file:PATH (a binary, or a directory with k3s and its companions), in rootfs/k3s.lock.
+// Pin pins the files of a local k3s, K3S=file:PATH (a binary, or a directory with k3s and its companions), and local images, K3S_IMAGES=file:PATH, in rootfs/k3s.lock.
 func (K3s) Pin() error {
 	s, err := load(false)
 	if err != nil {
 		return err
 	}
-	pinned, err := plan.PinK3s(planOptions(s))
+	var pinned []string
+	if strings.HasPrefix(s.K3s, "file:") {
+		if pinned, err = plan.PinK3s(planOptions(s)); err != nil {
+			return err
+		}
+	}
+	if strings.HasPrefix(s.K3sImages, "file:") {
+		more, err := plan.PinImages(planOptions(s))
+		if err != nil {
+			return err
+		}
+		pinned = append(pinned, more...)
+	}
+	if len(pinned) == 0 {
+		return fmt.Errorf("nothing to pin: k3s:pin pins K3S=file:PATH and K3S_IMAGES=file:PATH")
+	}
 	for _, p := range pinned {
 		fmt.Println("pinned", p)
 	}
-	return err
+	return nil
 }
 
 // Kernel holds the kernel targets besides the build itself.
@@ -274,6 +291,20 @@ type Kernel mg.Namespace
 func (Kernel) Lock(ctx context.Context) error {
 	return buildAndExport(ctx, func(s *settings.Settings) (*step.Step, error) { return plan.KernelLock(planOptions(s)), nil },
 		map[string]string{"kernel.lock": plan.KernelLockFile})
+}
+
+// Config merges and checks the .config of $KERNEL into dist/kernel/config, in seconds, without building the kernel.
+func (Kernel) Config(ctx context.Context) error {
+	return buildAndExport(ctx, func(s *settings.Settings) (*step.Step, error) {
+		p, err := plan.New(planOptions(s))
+		if err != nil {
+			return nil, err
+		}
+		if p.KernelConfig == nil {
+			return nil, fmt.Errorf("KERNEL=%s is a prebuilt kernel: it has no config step", s.Kernel)
+		}
+		return p.KernelConfig, nil
+	}, map[string]string{"config": "dist/kernel/config"})
 }
 
 // Build builds the kernel of $KERNEL into dist/kernel/ (Image, config, System.map).
@@ -300,7 +331,103 @@ func Image(ctx context.Context) error {
 	if s.Kernel == settings.KernelFull {
 		r.Log.Warn("KERNEL=full: Debian's whole config is built from source, hours on 2 cores the first time (then cached)")
 	}
-	return release.Image{Plan: p, Runner: r, ConfigDir: s.ConfigDir, Env: os.LookupEnv, Out: os.Stdout}.Build(ctx, "dist")
+	trust, err := release.TrustKeys(s.UpgradeKey, s.UpgradeTrust)
+	if err != nil {
+		return err
+	}
+	if len(trust) == 0 {
+		r.Log.Warn("UPGRADE_KEY is unset: the image trusts no upgrade key, so its nodes change only by reflashing (docs/upgrades.md)")
+	}
+	return release.Image{Plan: p, Runner: r, ConfigDir: s.ConfigDir, Env: os.LookupEnv, PerNode: s.PerNodeCards, Trust: trust, ReleaseURL: s.ReleaseURL, Out: os.Stdout}.Build(ctx, "dist")
+}
+
+// Upgrade builds the upgrade bundle of this version into dist/ (k3os-rpi4-arm64-<version>.upgrade, its .sha256 and the channel file), signed with $UPGRADE_KEY; UPGRADE_CONTENT=config|all makes one bundle per node of $CONFIG_DIR with its config.
+func Upgrade(ctx context.Context) error {
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	key, err := release.LoadKey(s.UpgradeKey, s.UpgradeKeyPassword)
+	if err != nil {
+		return err
+	}
+	p, err := plan.New(planOptions(s))
+	if err != nil {
+		return err
+	}
+	r, done, err := runner(ctx, s)
+	if err != nil {
+		return err
+	}
+	defer done()
+	_, err = release.Upgrade{Plan: p, Runner: r, Content: s.UpgradeContent, ConfigDir: s.ConfigDir, Env: os.LookupEnv, Key: key, Out: os.Stdout}.Build(ctx, "dist")
+	return err
+}
+
+// Rollout upgrades the nodes of $CONFIG_DIR one at a time over SSH (rancher@ their static address or hostname), servers first, with the bundles `upgrade` put in dist/; it waits for each to run the version committed and healthy, and stops at the first failure. ROLLOUT_DRAIN=1 cordons and drains each node first.
+func Rollout(ctx context.Context) error {
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	cluster, err := release.ValidateConfig(s.ConfigDir, io.Discard)
+	if err != nil {
+		return err
+	}
+	nodes, skipped := rollout.NodesOf(cluster, func(node string) string {
+		if s.UpgradeContent == release.ContentSystem {
+			node = ""
+		}
+		return filepath.Join("dist", release.BundleName(s.Version, node))
+	})
+	for _, n := range skipped {
+		fmt.Println("rollout: skipping " + n)
+	}
+	for _, n := range nodes {
+		if _, err := os.Stat(n.Bundle); err != nil {
+			return fmt.Errorf("%s has no bundle (go tool mage upgrade with the same VERSION and UPGRADE_CONTENT): %w", n.Hostname, err)
+		}
+	}
+	r := rollout.Rollout{Nodes: nodes, SSH: []string{"ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"}, User: "rancher",
+		Version: s.Version, Drain: s.RolloutDrain, Out: os.Stdout}
+	return r.Run(ctx)
+}
+
+// Try boots every node of $CONFIG_DIR in QEMU from the one image, each with its file's MAC, on one private link (static addresses as configured, DHCP for the rest), prints each node's progress and hands you SSH to each and a kubeconfig (dist/try/); Ctrl-C stops it. The example's placeholders are allowed: these cards are never flashed.
+func Try(ctx context.Context) error {
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	r, done, err := runner(ctx, s)
+	if err != nil {
+		return err
+	}
+	defer done()
+	cfg, err := engineConfig(s)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return try.Run(ctx, try.Config{Plan: planOptions(s), Runner: r, Host: engine.Host(cfg, r.Log), ConfigDir: s.ConfigDir, Env: os.LookupEnv, Dist: "dist", Out: os.Stdout})
+}
+
+// Keygen makes the upgrade signing key pair at $UPGRADE_KEY's PATH (secret, 0600; encrypted with $UPGRADE_KEY_PASSWORD if set) and PATH.pub; it never overwrites one.
+func Keygen() error {
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	if s.UpgradeKey == "" {
+		return fmt.Errorf("set UPGRADE_KEY=file:PATH, where the key pair goes (keep PATH secret, outside the repository)")
+	}
+	pub, err := release.Keygen(s.UpgradeKey, s.UpgradeKeyPassword)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("upgrade key %016X: secret %s, public %s.pub\nbuild images with UPGRADE_KEY=file:%s so that their nodes accept bundles signed with it\n", pub.ID(), s.UpgradeKey, s.UpgradeKey, s.UpgradeKey)
+	return nil
 }
 
 // Inspect prints the partition table, boot files, node configs and versions of an image.
@@ -313,9 +440,13 @@ func Inspect(image string) error {
 	return nil
 }
 
-// Flash writes IMAGE (.img or .img.zst) to the card DEVICE with progress, refusing mounted or system disks, and verifies it.
+// Flash writes IMAGE (.img or .img.zst) to the card DEVICE with progress, refusing mounted, system and (unless FLASH_INTERNAL=1) non-removable disks, and verifies it past the page cache.
 func Flash(image, device string) error {
-	return flash.Write(image, device, flash.Host, os.Stderr)
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	return flash.Write(image, device, flash.Host, s.FlashInternal, os.Stderr)
 }
 
 // Bench times a cold and a cached root filesystem build and a config-only image rebuild into dist/bench.json.
@@ -343,6 +474,49 @@ func Bench(ctx context.Context) error {
 		return err
 	}
 	return bench.Write("dist/bench.json", rs)
+}
+
+// BenchKernel times cold builds (empty ccache) of the reduced kernel, the yardstick, then of $KERNEL (default pi) in the same run, with the objects each compiles, into dist/bench-kernel.json.
+func BenchKernel(ctx context.Context) error {
+	s, err := load(false)
+	if err != nil {
+		return err
+	}
+	cfg, err := engineConfig(s)
+	if err != nil {
+		return err
+	}
+	var plans []*plan.Plan
+	for _, f := range []string{settings.KernelReduced, s.Kernel} {
+		o := planOptions(s)
+		o.Flavour = f
+		p, err := plan.New(o)
+		if err != nil {
+			return err
+		}
+		plans = append(plans, p)
+	}
+	log := run.NewLogger(mg.Verbose())
+	newRunner := func(cache, volumes string) *run.Runner {
+		h := engine.Host(cfg, log)
+		h.Volumes = volumes
+		// The pinned downloads are the same files: no need to fetch them again.
+		if err := os.MkdirAll(cache, 0o700); err == nil {
+			os.Symlink(filepath.Join(s.Cache, "downloads"), filepath.Join(cache, "downloads"))
+		}
+		return &run.Runner{Engine: h, Cache: cache, Project: s.Project, Log: log}
+	}
+	h := engine.Host(cfg, log)
+	// The tools root is no part of a kernel's build time.
+	if _, err := h.ToolsRoot(ctx, plan.KernelToolchain, io.Discard); err != nil {
+		return err
+	}
+	keep := &run.Runner{Engine: h, Cache: s.Cache, Project: s.Project, Log: log}
+	rs, err := bench.Kernels(ctx, plans, newRunner, keep, os.Stdout)
+	if err != nil {
+		return err
+	}
+	return bench.Write("dist/bench-kernel.json", rs)
 }
 
 // Toolchains holds the toolchain targets.

@@ -23,12 +23,12 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Kernel != KernelFull || s.K3s != K3sRelease || s.Engine != "auto" || s.ConfigDir != "config" ||
+	if s.Kernel != KernelPi || s.K3s != K3sRelease || s.Engine != "auto" || s.ConfigDir != "config" ||
 		s.Version != "1.2.3" || s.Mirror != "http://deb.debian.org/debian" || s.Cache != "/home/u/.cache/k3os-rpi4" || s.GoEnv != nil {
 		t.Errorf("defaults: %+v", s)
 	}
 	test, err := Load(project, env(map[string]string{"HOME": "/home/u"}), true)
-	if err != nil || test.K3s != K3sNone || test.Kernel != KernelReduced {
+	if err != nil || test.K3s != K3sNone || test.Kernel != KernelPi {
 		t.Errorf("test defaults: %+v %v", test, err)
 	}
 	s, err = Load(project, env(map[string]string{"XDG_CACHE_HOME": "/c", "K3S": "file:/k3s", "GOPROXY": "off",
@@ -51,7 +51,7 @@ func TestLoadRejects(t *testing.T) {
 	if err == nil {
 		t.Fatal("bad values passed")
 	}
-	for _, want := range []string{"KERNEL=sorce: not a valid value; use one of: full, debian, reduced", "ENGINE=docker", "K3S=file:: not a valid value; use one of: release, none, file:PATH", "DEBIAN_MIRROR=ftp://x"} {
+	for _, want := range []string{"KERNEL=sorce: not a valid value; use one of: pi, full, debian, reduced", "ENGINE=docker", "K3S=file:: not a valid value; use one of: release, none, file:PATH", "DEBIAN_MIRROR=ftp://x"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
@@ -88,7 +88,8 @@ var envCalls = map[string]bool{"Getenv": true, "LookupEnv": true, "Setenv": true
 
 // allowed are the other places that may, and why.
 var allowed = map[string]string{
-	"agent/boot/linux.go": "the initramfs hands the kernel's environment to the root's init unchanged",
+	"agent/boot/linux.go":    "the initramfs hands the kernel's environment to the root's init unchanged",
+	"cmd/k3os-agent/k3os.go": "k3os status and health run themselves again under sudo, in the user's environment",
 }
 
 // Only this package reads the environment (the targets call Load with

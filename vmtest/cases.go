@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/k3os-rpi/k3os-rpi4/diskimage"
+	"github.com/k3os-rpi/k3os-rpi4/layout"
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
 )
 
@@ -44,6 +45,11 @@ func (s *Suite) NodeByMAC(ctx context.Context, c *Case) error {
 	m.Mark("sshd")
 	if err := s.checkNode(ctx, m, sess, node); err != nil {
 		return err
+	}
+	if s.K3s {
+		s.memoryInUse(m, sess, "after boot, k3s starting")
+	} else {
+		s.memoryInUse(m, sess, "after boot, no k3s")
 	}
 	s.saveBootChain(m, sess)
 	// k3s first when the image carries it: it runs the containerd that
@@ -253,6 +259,84 @@ func (s *Suite) DefaultConfig(ctx context.Context, c *Case) error {
 	return nil
 }
 
+// USBDisk boots the card from a USB disk instead of virtio (a node on
+// default.yaml): the initramfs must find the state partition there, and
+// the node come up to SSH.
+func (s *Suite) USBDisk(ctx context.Context, c *Case) error {
+	m, err := s.machine(c.Name, USBMAC, slirpDHCPIP)
+	if err != nil {
+		return err
+	}
+	m.USBDisk = true
+	if err := s.boot(ctx, m, true); err != nil {
+		return err
+	}
+	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	if err != nil {
+		return fmt.Errorf("%w; console tail:\n%s", err, m.Tail(30))
+	}
+	defer sess.Close()
+	m.Mark("sshd")
+	if err := check(sess, "the state partition is on the USB disk",
+		"readlink -f /sys/class/block/$(basename $(findmnt -no SOURCE "+layout.StateMount+")) | grep -o /usb | head -1", "/usb"); err != nil {
+		return err
+	}
+	s.record(m, "USB disk")
+	return nil
+}
+
+// AgentSecrets boots the two-node cluster's agent alone, from a card that
+// holds both nodes' configs: after its first boot the card keeps the
+// agent's own config and nothing else, and neither its partitions nor its
+// running system hold the server token anywhere.
+func (s *Suite) AgentSecrets(ctx context.Context, c *Case) error {
+	m, err := s.machine(c.Name, AgentMAC, slirpDHCPIP)
+	if err != nil {
+		return err
+	}
+	m.DiskSize = "768M" // the whole disk is read below
+	// Its config puts its link address on eth0: it gets a link (with no
+	// server at the other end), and the user network is eth1.
+	ports, err := FreeUDPPorts(2)
+	if err != nil {
+		return err
+	}
+	m.Link = &Link{Port: ports[0], PeerPort: ports[1], UserMAC: "52:54:00:6b:34:13"}
+	if err := s.boot(ctx, m, true); err != nil {
+		return err
+	}
+	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	if err != nil {
+		return fmt.Errorf("%w; console tail:\n%s", err, m.Tail(30))
+	}
+	defer sess.Close()
+	m.Mark("sshd")
+	state := layout.StateMount
+	if err := check(sess, "only the node's own config is on the card",
+		"sudo find "+state+"/"+layout.ConfigDir+" "+state+"/"+layout.NodeConfigDir+" -type f 2>/dev/null; true",
+		state+"/"+layout.NodeConfigDir+"/"+layout.CardConfig+".yaml"); err != nil {
+		return err
+	}
+	if err := check(sess, "the agent joins with the agent token", "sudo cat /etc/rancher/k3s/token", s.Cluster.AgentToken); err != nil {
+		return err
+	}
+	// Every byte of every partition, and every file of the running system.
+	// The token comes on stdin, into a file the search leaves out: on a
+	// command line, sudo would log it into the journal.
+	grep := "t=$(mktemp) && cat > $t && sudo grep -rlsF -f $t / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude=$(basename $t); " +
+		"for d in $(lsblk -lnpo NAME,TYPE | awk '$2==\"part\"{print $1}'); do sudo grep -qaF -f $t $d && echo $d; done; rm -f $t; true"
+	out, err := sess.RunInput(grep, strings.NewReader(s.Cluster.ServerToken+"\n"))
+	if err != nil {
+		return err
+	}
+	if out != "" {
+		return fmt.Errorf("the server token is on the agent's card or system: %s", out)
+	}
+	s.logf("the agent's card holds its own config only, and no server token on any partition or in any file")
+	s.record(m, "agent secrets")
+	return nil
+}
+
 // Raspi4bSmoke boots the image on QEMU's Raspberry Pi 4 model, with the
 // SD image as its SD card, up to the initramfs mounting the state
 // partition (the model has no ethernet, so that is as far as it can show).
@@ -262,7 +346,11 @@ func (s *Suite) Raspi4bSmoke(ctx context.Context, c *Case) error {
 	if err := os.MkdirAll(m.Dir, 0o755); err != nil {
 		return err
 	}
-	if err := diskimage.ExtractBootFiles(m.Image, m.Dir, "Image", "initrd.img", "bcm2711-rpi-4-b.dtb"); err != nil {
+	info, err := diskimage.Inspect(m.Image)
+	if err != nil {
+		return err
+	}
+	if err := diskimage.ExtractBootFiles(m.Image, info.Boot, m.Dir, "Image", "initrd.img", "bcm2711-rpi-4-b.dtb"); err != nil {
 		return err
 	}
 	// QEMU wires the SD card to the legacy SDHCI (the Wi-Fi slot on a real
@@ -279,15 +367,20 @@ qemu-img create -q -f qcow2 -b ` + m.guestImagePath() + ` -F raw /tmp/vm/sd.img 
 	if err := m.tool(ctx, "sh", "-c", patch); err != nil {
 		return err
 	}
-	cmdline := "root=LABEL=K3OS_STATE rootwait console=ttyAMA0,115200 cgroup_memory=1 cgroup_enable=memory " +
-		"clk_ignore_unused initcall_blacklist=brcmstb_l2_driver_init,brcmstb_i2c_driver_init earlycon=pl011,mmio32,0xfe201000"
+	// The slot's own command line, with the model's two workarounds (its
+	// clocks and interrupt controllers) and an early console.
+	cmdline, err := virtCmdline(info.Slots[info.Boot].Cmdline)
+	if err != nil {
+		return err
+	}
+	cmdline += " clk_ignore_unused initcall_blacklist=brcmstb_l2_driver_init,brcmstb_i2c_driver_init earlycon=pl011,mmio32,0xfe201000"
 	if err := m.Start(ctx, cmdline); err != nil {
 		return err
 	}
 	if _, err := m.WaitFor(ctx, "initramfs", "k3os-init:", 3*time.Minute); err != nil {
 		return err
 	}
-	if _, err := m.WaitFor(ctx, "state mounted", "k3os-init: state partition /dev/mmcblk0p2 mounted", 2*time.Minute); err != nil {
+	if _, err := m.WaitFor(ctx, "state mounted", fmt.Sprintf("k3os-init: state partition /dev/mmcblk0p%d mounted", layout.StatePartition), 2*time.Minute); err != nil {
 		return err
 	}
 	s.record(m, "raspi4b")

@@ -19,6 +19,10 @@ type Cluster struct {
 	// PostgresPort is where the datastore case's PostgreSQL listens on the
 	// host; the node reaches it through QEMU's user network.
 	PostgresPort int
+	// ServerToken and AgentToken are the k3s cases' cluster: the servers
+	// hold both, the agent only the agent token (the agent-secrets case
+	// greps its whole disk for the server token).
+	ServerToken, AgentToken string
 }
 
 // Case is one boot case: the nodes it boots, whether it needs k3s in the
@@ -48,13 +52,30 @@ func (c *Case) Node(mac string) *Node {
 	panic("vmtest: case " + c.Name + " has no node " + mac)
 }
 
+// node returns the node of a MAC from any case: a case may boot another
+// case's node.
+func (c Cluster) node(mac string) Node {
+	for _, k := range c.Cases() {
+		for _, n := range k.Nodes {
+			if n.MAC == mac {
+				return n
+			}
+		}
+	}
+	panic("vmtest: no case has a node " + mac)
+}
+
 // Cases are the suite's cases, in the order they run.
 func (c Cluster) Cases() []*Case {
 	return []*Case{
 		{Name: "node-by-mac", Nodes: []Node{c.byMACNode()}, Run: (*Suite).NodeByMAC},
 		{Name: "default-config", Nodes: []Node{{Config: c.defaultNode()}}, Run: (*Suite).DefaultConfig},
+		{Name: "usb-disk", Run: (*Suite).USBDisk},
+		{Name: "agent-secrets", Nodes: c.twoNodes(), Run: (*Suite).AgentSecrets},
 		{Name: "raspi4b-smoke", Run: (*Suite).Raspi4bSmoke},
-		{Name: "k3s-two-nodes", NeedsK3s: true, Nodes: c.twoNodes(), Run: (*Suite).TwoNodes},
+		{Name: "upgrade", Nodes: []Node{c.upgradeNode(UpgradeMAC, "k3os-upgrade")}, Run: (*Suite).Upgrade},
+		{Name: "power-cuts", Nodes: []Node{c.upgradeNode(PowerCutMAC, "k3os-power-cut")}, Run: (*Suite).PowerCuts},
+		{Name: "k3s-two-nodes", NeedsK3s: true, Run: (*Suite).TwoNodes}, // agent-secrets' nodes
 		{Name: "k3s-postgres", NeedsK3s: true, Nodes: []Node{c.postgresNode()}, Run: (*Suite).Postgres},
 	}
 }
@@ -109,6 +130,7 @@ func (c Cluster) publicKey() string {
 const (
 	NodeMAC     = "52:54:00:6b:33:01"
 	UnknownMAC  = "52:54:00:6b:33:99"
+	USBMAC      = "52:54:00:6b:33:98"
 	StaticIP    = "10.0.2.20"
 	slirpDHCPIP = "10.0.2.15"
 )
@@ -132,7 +154,7 @@ func (c Cluster) byMACNode() Node {
 			Role:           nodeconfig.RoleClusterInit,
 			Token:          "vmtest-token",
 			Labels:         map[string]string{"k3os.io/test": "vmtest"},
-			Network:        map[string]nodeconfig.Interface{"en*": {Address: StaticIP + "/24", Gateway: "10.0.2.2"}},
+			Network:        map[string]nodeconfig.Interface{"eth*": {Address: StaticIP + "/24", Gateway: "10.0.2.2"}},
 			K3sArgs:        EmulationK3sArgs(c.K3sVersion, true),
 		},
 	}}

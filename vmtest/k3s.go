@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -22,7 +23,7 @@ const (
 	AgentLabelKey, AgentLabelValue = "k3os.io/pool", "edge"
 	AgentTaint                     = "k3os.io/dedicated=edge:NoSchedule"
 
-	linkIface    = "enp0s2" // the link's interface (see Machine.Link)
+	linkIface    = "eth0" // the link's interface (see Machine.Link)
 	serverLinkIP = "192.168.77.1"
 	agentLinkIP  = "192.168.77.2"
 	// The datastore's credentials: it listens on the host's loopback only,
@@ -64,6 +65,21 @@ func EmulationK3sArgs(version string, server bool) []string {
 	return args
 }
 
+// EmulationHAK3sArgs are EmulationK3sArgs for servers that are not alone
+// (go tool mage try runs a user's HA control plane): their controllers
+// must elect a leader, so the leases are made long instead of the
+// election turned off.
+func EmulationHAK3sArgs(version string, server bool) []string {
+	args := EmulationK3sArgs(version, false)
+	if server {
+		for _, c := range []string{"kube-controller-manager", "kube-scheduler", "kube-cloud-controller-manager"} {
+			args = append(args, "--"+c+"-arg=leader-elect-lease-duration=120s", "--"+c+"-arg=leader-elect-renew-deadline=90s",
+				"--"+c+"-arg=leader-elect-retry-period=10s")
+		}
+	}
+	return args
+}
+
 // linkNode is a k3s node on the private link between the machines: k3s
 // must use the link's address there, since the user network gives every
 // machine the same one.
@@ -73,12 +89,15 @@ func (c Cluster) linkNode(mac, hostname, ip string, server bool, k nodeconfig.K3
 	return Node{MAC: mac, Config: nodeconfig.Config{Hostname: hostname, SSHAuthorizedKeys: []string{c.publicKey()}, K3OS: k}}
 }
 
-// twoNodes are the k3s-two-nodes case's server and agent.
+// twoNodes are the k3s-two-nodes case's server and agent. The agent's
+// config holds the server token too, as a shared cluster.yaml gives it: the
+// build must leave it out of the agent's card.
 func (c Cluster) twoNodes() []Node {
 	return []Node{
-		c.linkNode(ServerMAC, "k3os-server", serverLinkIP, true, nodeconfig.K3OS{Role: nodeconfig.RoleClusterInit, Token: "vmtest-token"}),
+		c.linkNode(ServerMAC, "k3os-server", serverLinkIP, true, nodeconfig.K3OS{Role: nodeconfig.RoleClusterInit,
+			Token: c.ServerToken, AgentToken: c.AgentToken}),
 		c.linkNode(AgentMAC, "k3os-agent", agentLinkIP, false, nodeconfig.K3OS{
-			ServerURL: "https://" + serverLinkIP + ":6443", Token: "vmtest-token",
+			ServerURL: "https://" + serverLinkIP + ":6443", Token: c.ServerToken, AgentToken: c.AgentToken,
 			Labels: map[string]string{AgentLabelKey: AgentLabelValue}, Taints: []string{AgentTaint},
 		}),
 	}
@@ -116,7 +135,7 @@ func (s *Suite) k3sMissing(c *Case) error {
 func (s *Suite) apiClient(ctx context.Context, m *Machine, sess *Session) (*APIClient, error) {
 	deadline := time.Now().Add(toReady)
 	for {
-		kc, err := sess.Run("cat /etc/rancher/k3s/k3s.yaml")
+		kc, err := sess.Run("sudo cat /etc/rancher/k3s/k3s.yaml") // 0600: the cluster's keys
 		if err == nil {
 			os.WriteFile(filepath.Join(m.Dir, "kubeconfig"), []byte(kc), 0o600)
 			var api *APIClient
@@ -206,7 +225,7 @@ func (s *Suite) checkK3s(ctx context.Context, m *Machine, sess *Session, node st
 // switch: a cluster-init server and an agent that joins it by its config;
 // both must be Ready, the agent with the labels and taints it asked for.
 func (s *Suite) TwoNodes(ctx context.Context, c *Case) error {
-	serverName, agentName := c.Node(ServerMAC).Config.Hostname, c.Node(AgentMAC).Config.Hostname
+	serverName, agentName := s.Cluster.node(ServerMAC).Config.Hostname, s.Cluster.node(AgentMAC).Config.Hostname
 	ports, err := FreeUDPPorts(2)
 	if err != nil {
 		return err
@@ -221,6 +240,8 @@ func (s *Suite) TwoNodes(ctx context.Context, c *Case) error {
 		return err
 	}
 	agent.Link = &Link{Port: ports[1], PeerPort: ports[0], UserMAC: "52:54:00:6b:34:12"}
+	// A lean agent: the Pi 3 / Zero 2 class of the cluster.
+	agent.Memory = 512
 	for _, m := range []*Machine{server, agent} {
 		if err := s.boot(ctx, m, true); err != nil {
 			return err
@@ -252,6 +273,11 @@ func (s *Suite) TwoNodes(ctx context.Context, c *Case) error {
 	if err != nil {
 		s.k3sDiagnostics(server, sess)
 		s.k3sDiagnostics(agent, agentSess)
+		return err
+	}
+	s.memoryInUse(server, sess, "k3s server Ready")
+	s.memoryInUse(agent, agentSess, "k3s agent Ready")
+	if err := s.stage("workloads", s.workloads(ctx, []wlNode{{server, sess, serverName}, {agent, agentSess, agentName}})); err != nil {
 		return err
 	}
 	s.keepK3sJournal(server, sess)
@@ -295,6 +321,8 @@ func (s *Suite) Postgres(ctx context.Context, c *Case) error {
 	if err != nil {
 		return err
 	}
+	// A server whose datastore is elsewhere needs no etcd: 1 GiB.
+	m.Memory = 1024
 	if err := s.boot(ctx, m, true); err != nil {
 		return err
 	}
@@ -320,9 +348,23 @@ func (s *Suite) Postgres(ctx context.Context, c *Case) error {
 		return fmt.Errorf("PostgreSQL's kine table has %s rows, %s for node %s: k3s's state is not there", rows, nodes, name)
 	}
 	s.logf("k3s state in PostgreSQL: %s rows in table kine, node %s among them", rows, name)
+	s.memoryInUse(m, sess, "k3s server (PostgreSQL datastore) Ready")
+	if err := s.stage("workloads", s.workloads(ctx, []wlNode{{m, sess, name}})); err != nil {
+		return err
+	}
 	s.keepK3sJournal(m, sess)
 	s.record(m, "k3s postgres")
 	return nil
+}
+
+// stage turns a stage's skip into a line of the log: the case goes on.
+func (s *Suite) stage(name string, err error) error {
+	var skip skipError
+	if errors.As(err, &skip) {
+		s.logf("the %s stage skipped: %s", name, skip)
+		return nil
+	}
+	return err
 }
 
 // sleep waits d or until ctx ends.

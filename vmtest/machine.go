@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,13 +39,30 @@ type Machine struct {
 	SSHPort, APIPort int
 	GuestIP          string
 	// Link, when set, is a private network between machines, like the
-	// switch of a Pi cluster: it is the machine's first interface (enp0s2,
+	// switch of a Pi cluster: it is the machine's first interface (eth0,
 	// whose MAC picks its config), and the forwarded user network its
-	// second (enp0s5).
+	// second (eth1).
 	Link *Link
-	Run  Runner
+	// DiskSize is the machine's disk (the image, grown): 2G by default.
+	DiskSize string
+	// Memory is the guest's memory in MiB: 3072 by default.
+	Memory int
+	// USBDisk puts the disk on a USB 3 controller (qemu-xhci, usb-storage)
+	// instead of virtio: as close to a Pi 4's USB SSD boot as QEMU gets.
+	USBDisk bool
+	// Tap, when set, is the machine's only network: a tap device (in the
+	// network namespace Spawn starts QEMU in) on a bridge that stands for
+	// the cluster's switch; there is no user network then.
+	Tap string
+	// Spawn starts QEMU's command; nil is cmd.Start.
+	Spawn func(*exec.Cmd) error
+	Run   Runner
 
 	cmd     *exec.Cmd
+	killed  bool
+	tryNext bool // the firmware's one-shot flag, for the next boot
+	boots   int
+	boot    firmwareBoot
 	start   time.Time
 	mu      sync.Mutex
 	console strings.Builder
@@ -122,43 +140,79 @@ func (m *Machine) tool(ctx context.Context, argv ...string) error {
 	return nil
 }
 
-// PrepareDisk makes the machine's disk: a qcow2 overlay on the image (the
-// image stays as built), sized larger so first-boot growth has room.
+// PrepareDisk makes the machine's disk: a sparse copy of the image (the
+// image stays as built) in a raw file that the firmware model can read,
+// grown so that first-boot growth has room, like a card larger than the
+// image.
 func (m *Machine) PrepareDisk(ctx context.Context, size string) error {
 	if err := os.MkdirAll(m.Dir, 0o755); err != nil {
 		return err
 	}
-	return m.tool(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-b", m.guestImagePath(), "-F", "raw",
-		guestDir+"/disk.qcow2", size)
+	m.tryNext = false
+	return m.tool(ctx, "sh", "-c", "cp --sparse=always "+m.guestImagePath()+" "+guestDir+"/disk.raw && truncate -s "+size+" "+guestDir+"/disk.raw")
 }
+
+// diskPath is the machine's disk on the host.
+func (m *Machine) diskPath() string { return filepath.Join(m.Dir, "disk.raw") }
+
+// memory is the guest's memory, for QEMU.
+func (m *Machine) memory() string {
+	if m.Memory == 0 {
+		return "3072"
+	}
+	return strconv.Itoa(m.Memory)
+}
+
+// Booted is what the firmware booted last: the slot, and whether it tried.
+func (m *Machine) Booted() (slot int, tryboot bool) { return m.boot.Slot, m.boot.Tryboot }
 
 func (m *Machine) guestImagePath() string {
 	return filepath.Dir(guestImage) + "/" + filepath.Base(m.Image)
 }
 
-// Start boots the machine with the kernel, initramfs and command line
-// extracted from the image's boot partition into Dir (see BootFiles).
+// Start boots the machine. A virt machine boots what the firmware model
+// picks from its disk (firmware.go); the raspi4b one the kernel,
+// initramfs and device tree already in Dir, with cmdline.
 func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) error {
+	if m.Board != "raspi4b" {
+		b, err := m.pickBoot(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.Name, err)
+		}
+		m.boot, cmdline = b, b.Cmdline
+	}
 	argv := []string{"qemu-system-aarch64", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-		"-kernel", guestDir + "/Image", "-initrd", guestDir + "/initrd.img", "-append", cmdline}
+		"-kernel", guestDir + "/Image", "-initrd", guestDir + "/initrd.img", "-append", cmdline, "-dtb", guestDir + "/board.dtb"}
 	switch m.Board {
 	case "raspi4b":
-		argv = append(argv, "-M", "raspi4b", "-m", "2G", "-dtb", guestDir+"/board.dtb",
-			"-drive", "if=sd,format=qcow2,file="+guestDir+"/sd.img")
+		argv = append(argv, "-M", "raspi4b", "-m", "2G", "-drive", "if=sd,format=qcow2,file="+guestDir+"/sd.img")
 	default:
-		// Fixed PCI slots, so that interface names are known: enp0s2 the
-		// link, enp0s5 the user network.
+		// Fixed PCI slots, so that the interfaces come in a known order:
+		// eth0 the link (when there is one), then the user network.
 		fwd := fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-%s:22,hostfwd=tcp:127.0.0.1:%d-%s:6443", m.SSHPort, m.GuestIP, m.APIPort, m.GuestIP)
 		userMAC := m.MAC
-		argv = append(argv, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "3072")
+		argv = append(argv, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", m.memory())
 		if l := m.Link; l != nil {
 			userMAC = l.UserMAC
 			argv = append(argv, "-netdev", fmt.Sprintf("socket,id=link,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", l.PeerPort, l.Port),
 				"-device", "virtio-net-pci,netdev=link,romfile=,addr=0x2,mac="+m.MAC)
 		}
-		argv = append(argv, "-netdev", "user,id=net0,"+fwd, "-device", "virtio-net-pci,netdev=net0,romfile=,addr=0x5,mac="+userMAC,
-			"-drive", "if=none,id=hd,format=qcow2,file="+guestDir+"/disk.qcow2", "-device", "virtio-blk-pci,drive=hd,addr=0x6",
-			"-object", "rng-random,filename=/dev/urandom,id=rng0", "-device", "virtio-rng-pci,rng=rng0,addr=0x7")
+		if m.Tap != "" {
+			argv = append(argv, "-netdev", "tap,id=link,ifname="+m.Tap+",script=no,downscript=no",
+				"-device", "virtio-net-pci,netdev=link,romfile=,addr=0x2,mac="+m.MAC)
+		}
+		disk := []string{"-device", "virtio-blk-pci,drive=hd,addr=0x6"}
+		if m.USBDisk {
+			disk = []string{"-device", "qemu-xhci,id=xhci,addr=0x6", "-device", "usb-storage,bus=xhci.0,drive=hd"}
+		}
+		if m.Tap == "" {
+			argv = append(argv, "-netdev", "user,id=net0,"+fwd, "-device", "virtio-net-pci,netdev=net0,romfile=,addr=0x5,mac="+userMAC)
+		}
+		argv = append(argv, "-drive", "if=none,id=hd,format=raw,file="+guestDir+"/disk.raw")
+		argv = append(argv, disk...)
+		// A hardware watchdog, as a Pi has: a hang resets the machine.
+		argv = append(argv, "-object", "rng-random,filename=/dev/urandom,id=rng0", "-device", "virtio-rng-pci,rng=rng0,addr=0x7",
+			"-device", "i6300esb,addr=0x8", "-action", "watchdog=reset")
 	}
 	argv = append(argv, extra...)
 	cmd, err := m.Run(ctx, m.binds(), argv...)
@@ -170,14 +224,24 @@ func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) er
 		return err
 	}
 	cmd.Stderr = cmd.Stdout
+	// Each boot's console is kept: console.log the latest, console-N.log
+	// the boots before it.
+	if m.boots > 0 {
+		os.Rename(filepath.Join(m.Dir, "console.log"), filepath.Join(m.Dir, fmt.Sprintf("console-%d.log", m.boots)))
+	}
+	m.boots++
 	log, err := os.Create(filepath.Join(m.Dir, "console.log"))
 	if err != nil {
 		return err
 	}
-	m.cmd, m.marks, m.changed, m.exited = cmd, map[string]time.Duration{}, make(chan struct{}, 1), make(chan error, 1)
+	m.cmd, m.marks, m.changed, m.exited, m.killed = cmd, map[string]time.Duration{}, make(chan struct{}, 1), make(chan error, 1), false
 	m.console.Reset()
 	m.start = time.Now()
-	if err := cmd.Start(); err != nil {
+	spawn := m.Spawn
+	if spawn == nil {
+		spawn = (*exec.Cmd).Start
+	}
+	if err := spawn(cmd); err != nil {
 		log.Close()
 		return err
 	}
@@ -197,7 +261,13 @@ func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) er
 			}
 		}
 		log.Close()
-		m.exited <- cmd.Wait()
+		err := cmd.Wait()
+		// A restart that asked for a try-once boot sets the firmware's
+		// flag; a power cut (Stop) leaves it clear.
+		m.mu.Lock()
+		m.tryNext = !m.killed && triedFlag(m.console.String())
+		m.mu.Unlock()
+		m.exited <- err
 		close(m.exited)
 	}()
 	return nil
@@ -255,6 +325,9 @@ func (m *Machine) Stop() {
 	if m.cmd == nil || m.cmd.Process == nil {
 		return
 	}
+	m.mu.Lock()
+	m.killed = true
+	m.mu.Unlock()
 	m.cmd.Process.Kill()
 	select {
 	case <-m.exited:
@@ -270,4 +343,15 @@ func (m *Machine) Wait(timeout time.Duration) error {
 	case <-time.After(timeout):
 		return fmt.Errorf("%s: still running after %s; console tail:\n%s", m.Name, timeout, m.Tail(20))
 	}
+}
+
+// Restart waits for the guest to restart by itself (an upgrade's reboot,
+// a panic's, the watchdog's: QEMU runs with -no-reboot and exits) and
+// powers it on again, as a Pi resets; the firmware model then picks what
+// boots.
+func (m *Machine) Restart(ctx context.Context, timeout time.Duration) error {
+	if err := m.Wait(timeout); err != nil {
+		return fmt.Errorf("waiting for a restart: %w", err)
+	}
+	return m.Start(ctx, "")
 }

@@ -12,8 +12,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/k3os-rpi/k3os-rpi4/diskimage"
 )
 
 // Suite boots one image through the cases.
@@ -31,6 +29,9 @@ type Suite struct {
 	AgentBinary string
 	// RunPostgres runs PostgreSQL's tools (the datastore case).
 	RunPostgres Runner
+	// Upgrades are the upgrade cases' versions and bundles (nil: none
+	// built, the cases skip).
+	Upgrades *Upgrades
 	// Cluster is what the image's test configs were written from.
 	Cluster Cluster
 	// Cases are the names of the cases to run (all when empty); Select
@@ -41,8 +42,10 @@ type Suite struct {
 	// RequireK3s turns the k3s cases' skip into a failure.
 	RequireK3s bool
 	Out        io.Writer
-	// Timings collects each case's stage times.
+	// Timings collects each case's stage times; Memory what nodes use
+	// (MiB), by machine and moment.
 	Timings map[string]map[string]time.Duration
+	Memory  map[string]int
 
 	live []*Machine // the machines of the running case
 }
@@ -71,40 +74,18 @@ func (s *Suite) machine(name, mac, ip string) (*Machine, error) {
 	return m, nil
 }
 
-// virtCmdline is the image's own command line with the console moved to
-// the virt machine's serial port.
-func virtCmdline(image string) (string, error) {
-	info, err := diskimage.Inspect(image)
-	if err != nil {
-		return "", err
-	}
-	var out []string
-	for _, f := range strings.Fields(info.Cmdline) {
-		if !strings.HasPrefix(f, "console=") && f != "quiet" {
-			out = append(out, f)
-		}
-	}
-	if !strings.Contains(info.Cmdline, "cgroup_enable=memory") {
-		return "", fmt.Errorf("%s: cmdline.txt lacks cgroup_enable=memory: %s", image, info.Cmdline)
-	}
-	return strings.Join(append(out, "console=ttyAMA0,115200"), " "), nil
-}
-
 // boot starts a machine and waits for the stages every boot goes through.
 func (s *Suite) boot(ctx context.Context, m *Machine, fresh bool) error {
 	if fresh {
-		if err := m.PrepareDisk(ctx, "2G"); err != nil {
-			return err
+		size := m.DiskSize
+		if size == "" {
+			size = "2G"
 		}
-		if err := diskimage.ExtractBootFiles(s.Image, m.Dir, "Image", "initrd.img"); err != nil {
+		if err := m.PrepareDisk(ctx, size); err != nil {
 			return err
 		}
 	}
-	cmdline, err := virtCmdline(s.Image)
-	if err != nil {
-		return err
-	}
-	if err := m.Start(ctx, cmdline); err != nil {
+	if err := m.Start(ctx, ""); err != nil {
 		return err
 	}
 	if _, err := m.WaitFor(ctx, "initramfs", "k3os-init:", toInit); err != nil {
@@ -116,7 +97,7 @@ func (s *Suite) boot(ctx context.Context, m *Machine, fresh bool) error {
 	if _, err := m.WaitFor(ctx, "root switched", "k3os-init: switching to k3os", toInit); err != nil {
 		return err
 	}
-	_, err = m.WaitFor(ctx, "config applied", " configured: ", toApplied)
+	_, err := m.WaitFor(ctx, "config applied", " configured: ", toApplied)
 	return err
 }
 
@@ -208,7 +189,11 @@ func (s *Suite) record(m *Machine, label string) {
 
 func (s *Suite) writeTimings() error {
 	b, _ := json.MarshalIndent(s.Timings, "", "  ")
-	return os.WriteFile(filepath.Join(s.Dir, "timings.json"), b, 0o644)
+	if err := os.WriteFile(filepath.Join(s.Dir, "timings.json"), b, 0o644); err != nil {
+		return err
+	}
+	b, _ = json.MarshalIndent(s.Memory, "", "  ")
+	return os.WriteFile(filepath.Join(s.Dir, "memory.json"), b, 0o644)
 }
 
 // keepOutputs runs commands on a machine and keeps each one's output, and
@@ -221,6 +206,21 @@ func keepOutputs(m *Machine, sess *Session, files map[string]string) {
 		}
 		os.WriteFile(filepath.Join(m.Dir, file), []byte(out+"\n"), 0o644)
 	}
+}
+
+// memoryInUse records and prints what a node uses of its memory
+// (MemTotal - MemAvailable), the figure of a lean node.
+func (s *Suite) memoryInUse(m *Machine, sess *Session, label string) {
+	out, err := sess.Run(`awk '/^MemTotal:/ {t=$2} /^MemAvailable:/ {a=$2} END {printf "%d %d", (t-a)/1024, t/1024}' /proc/meminfo`)
+	var used, total int
+	if _, serr := fmt.Sscan(out, &used, &total); err != nil || serr != nil {
+		return
+	}
+	s.logf("%s: %s: %d MiB of memory in use of %d MiB", m.Name, label, used, total)
+	if s.Memory == nil {
+		s.Memory = map[string]int{}
+	}
+	s.Memory[m.Name+": "+label] = used
 }
 
 // check runs a command over SSH and compares its output.

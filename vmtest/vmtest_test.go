@@ -49,7 +49,7 @@ func TestWriteCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := (Cluster{Key: key, K3sVersion: "v1.21.2+k3s1", PostgresPort: 5433}).Write(dir); err != nil {
+	if err := (Cluster{Key: key, K3sVersion: "v1.21.2+k3s1", PostgresPort: 5433, ServerToken: "s", AgentToken: "a"}).Write(dir); err != nil {
 		t.Fatal(err)
 	}
 	cluster, r := nodeconfig.LoadCluster(dir)
@@ -97,7 +97,7 @@ func TestEmulationK3sArgs(t *testing.T) {
 
 func TestSelect(t *testing.T) {
 	all := CaseNames()
-	if len(all) != 5 || all[0] != "node-by-mac" {
+	if len(all) != 9 || all[0] != "node-by-mac" {
 		t.Errorf("CaseNames() = %v", all)
 	}
 	if got, err := Select(nil); err != nil || !slices.Equal(got, all) {
@@ -109,5 +109,33 @@ func TestSelect(t *testing.T) {
 	}
 	if _, err := Select([]string{"k3s-postgress"}); err == nil || !strings.Contains(err.Error(), `no case "k3s-postgress"`) {
 		t.Errorf("typo: err = %v", err)
+	}
+}
+
+// The console says which version a boot ran, whole or mixed.
+func TestBootedOf(t *testing.T) {
+	u := &Upgrades{V1: "0.1.0", V1Kernel: "6.12.117", V2: "0.1.0.1", V2Kernel: "6.12.117-vmtest2"}
+	console := "k3os-init: switching to k3os 0.1.0 (kernel 6.12.117, slot 2) after 3.1s\n" +
+		"k3os 0.1.0: node k3os-upgrade configured: 12 steps ok\n" +
+		"k3os-init: switching to k3os 0.1.0.1 (kernel 6.12.117-vmtest2, slot 3, a trial) after 3.0s\n" +
+		"k3os 0.1.0.1: node k3os-upgrade configured: 12 steps ok\n"
+	b, err := bootedOf(console)
+	if err != nil || b.Version != "0.1.0.1" || b.Kernel != "6.12.117-vmtest2" || b.Slot != 3 || !b.Trial || b.Root != "0.1.0.1" {
+		t.Fatalf("%+v %v", b, err)
+	}
+	if err := u.complete(b); err != nil {
+		t.Error(err)
+	}
+	for _, mixed := range []booted{
+		{Version: "0.1.0.1", Kernel: "6.12.117", Root: "0.1.0.1"},
+		{Version: "0.1.0", Kernel: "6.12.117", Root: "0.1.0.1"},
+		{Version: "0.2.0", Kernel: "6.12.117", Root: "0.2.0"},
+	} {
+		if err := u.complete(mixed); err == nil {
+			t.Errorf("%+v passed as whole", mixed)
+		}
+	}
+	if len(cutPoints(true)) < 20 || len(cutPoints(false)) < 5 {
+		t.Errorf("%d cut points, %d by phase", len(cutPoints(true)), len(cutPoints(false)))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/k3os-rpi/k3os-rpi4/nodeconfig"
@@ -101,4 +102,46 @@ func Write(file string, rs []Result) error {
 		return err
 	}
 	return atomicfile.WriteFile(file, append(b, '\n'), 0o644)
+}
+
+// Kernels times a cold build of each plan's kernel (its config step and
+// the kernel, from an empty step cache and an empty ccache; tools roots and
+// downloads already there), one after the other in the same run, and
+// counts the objects each compiles. newRunner returns a runner whose cache
+// and cache volumes are the given directories; the kernels built are given
+// to keep's cache where it has none.
+func Kernels(ctx context.Context, plans []*plan.Plan, newRunner func(cache, volumes string) *run.Runner, keep *run.Runner, w io.Writer) ([]Result, error) {
+	var out []Result
+	for _, p := range plans {
+		dir, err := os.MkdirTemp("", "k3os-bench-kernel-")
+		if err != nil {
+			return out, err
+		}
+		defer os.RemoveAll(dir)
+		r := newRunner(filepath.Join(dir, "cache"), filepath.Join(dir, "volumes"))
+		if err := r.Prefetch(ctx, p.Kernel); err != nil {
+			return out, err
+		}
+		start := time.Now()
+		kout, err := r.Build(ctx, p.Kernel)
+		if err != nil {
+			return out, err
+		}
+		took := time.Since(start).Seconds()
+		objects, err := os.ReadFile(filepath.Join(kout, "objects"))
+		if err != nil {
+			return out, err
+		}
+		if err := r.Give(keep, p.Kernel); err != nil {
+			return out, err
+		}
+		res := Result{Name: "kernel " + p.Flavour + ", cold", Seconds: took,
+			Note: strings.TrimSpace(string(objects)) + " objects; empty step cache and ccache"}
+		fmt.Fprintf(w, "%-40s %8.1f s  %s\n", res.Name, res.Seconds, res.Note)
+		out = append(out, res)
+	}
+	if len(out) == 2 {
+		fmt.Fprintf(w, "%s / %s: %.2f\n", out[1].Name, out[0].Name, out[1].Seconds/out[0].Seconds)
+	}
+	return out, nil
 }

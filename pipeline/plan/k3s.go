@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/k3os-rpi/k3os-rpi4/pipeline/atomicfile"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/step"
 	"github.com/k3os-rpi/k3os-rpi4/settings"
 )
@@ -27,26 +26,35 @@ type K3sLock struct {
 	// Files pins the files of a local k3s by name: k3s and what it needs
 	// beside it when it is not the self-extracting release.
 	Files map[string]string
+	// ImagesURL and ImagesSHA256 pin the release's airgap images
+	// (k3s-airgap-images-arm64.tar.zst); Images pins local image
+	// tarballs (K3S_IMAGES=file:PATH) by name.
+	ImagesURL, ImagesSHA256 string
+	Images                  map[string]string
 }
 
-// ReadK3sLock reads "key value" lines (version, url, sha256) and
-// "file NAME SHA256" lines.
+// ReadK3sLock reads "key value" lines (version, url, sha256, images-url,
+// images-sha256) and "file NAME SHA256" and "image NAME SHA256" lines.
 func ReadK3sLock(file string) (K3sLock, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return K3sLock{}, err
 	}
-	l := K3sLock{Files: map[string]string{}}
+	l := K3sLock{Files: map[string]string{}, Images: map[string]string{}}
 	for n, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
-		if f[0] == "file" {
+		if f[0] == "file" || f[0] == "image" {
 			if len(f) != 3 || len(f[2]) != 64 {
-				return l, fmt.Errorf("%s:%d: want \"file NAME SHA256\"", file, n+1)
+				return l, fmt.Errorf("%s:%d: want \"%s NAME SHA256\"", file, n+1, f[0])
 			}
-			l.Files[f[1]] = f[2]
+			if f[0] == "file" {
+				l.Files[f[1]] = f[2]
+			} else {
+				l.Images[f[1]] = f[2]
+			}
 			continue
 		}
 		if len(f) != 2 {
@@ -59,8 +67,12 @@ func ReadK3sLock(file string) (K3sLock, error) {
 			l.URL = f[1]
 		case "sha256":
 			l.SHA256 = f[1]
+		case "images-url":
+			l.ImagesURL = f[1]
+		case "images-sha256":
+			l.ImagesSHA256 = f[1]
 		default:
-			return l, fmt.Errorf("%s:%d: unknown key %q (version, url, sha256, file)", file, n+1, f[0])
+			return l, fmt.Errorf("%s:%d: unknown key %q (version, url, sha256, images-url, images-sha256, file, image)", file, n+1, f[0])
 		}
 	}
 	if l.Version == "" || l.URL == "" || len(l.SHA256) != 64 {
@@ -76,25 +88,25 @@ func ReadK3sLock(file string) (K3sLock, error) {
 //	K3S=file:PATH   a local k3s: the release file itself, or a file or
 //	                directory of files pinned in rootfs/k3s.lock
 //	K3S=none        no k3s in the image
-func (p *Plan) k3sInput() (*step.Input, error) {
+func (p *Plan) k3sInput() (*step.Input, K3sLock, error) {
 	v := p.K3s
 	if v == settings.K3sNone {
 		p.K3sDesc = settings.K3sNone
-		return nil, nil
+		return nil, K3sLock{}, nil
 	}
 	lock, err := ReadK3sLock(p.file(K3sLockFile))
 	if err != nil {
-		return nil, err
+		return nil, lock, err
 	}
 	switch {
 	case v == settings.K3sRelease:
 		p.K3sDesc, p.K3sVersion = "release "+lock.Version, lock.Version
 		return &step.Input{Name: "k3s", Downloads: []step.Download{{Name: "k3s", URL: lock.URL, SHA256: lock.SHA256}},
-			Hint: "build offline with K3S=file:/path/to/k3s-arm64, or without k3s with K3S=none"}, nil
+			Hint: "build offline with K3S=file:/path/to/k3s-arm64, or without k3s with K3S=none"}, lock, nil
 	case strings.HasPrefix(v, "file:"):
 		files, sums, err := p.localK3s(v)
 		if err != nil {
-			return nil, err
+			return nil, lock, err
 		}
 		in := &step.Input{Name: "k3s"}
 		for _, name := range slices.Sorted(maps.Keys(files)) {
@@ -103,10 +115,10 @@ func (p *Plan) k3sInput() (*step.Input, error) {
 		// A copy of the locked release needs no pin of its own.
 		if lock.isRelease(sums) {
 			p.K3sDesc, p.K3sVersion = "release "+lock.Version+" (local file)", lock.Version
-			return in, nil
+			return in, lock, nil
 		}
 		if err := lock.checkFiles(v, files, sums); err != nil {
-			return nil, err
+			return nil, lock, err
 		}
 		var parts []string
 		for _, d := range in.Downloads {
@@ -118,28 +130,14 @@ func (p *Plan) k3sInput() (*step.Input, error) {
 			version = "(version unknown)"
 		}
 		p.K3sDesc = "local " + version + ": " + strings.Join(parts, ", ")
-		return in, nil
+		return in, lock, nil
 	}
-	return nil, fmt.Errorf("K3S=%s: use K3S=release, K3S=none or K3S=file:PATH (a k3s binary, or a directory with k3s and what it needs)", v)
+	return nil, lock, fmt.Errorf("K3S=%s: use K3S=release, K3S=none or K3S=file:PATH (a k3s binary, or a directory with k3s and what it needs)", v)
 }
 
 // checkFiles wants a local k3s's files to be exactly the lock's pins.
 func (l K3sLock) checkFiles(opt string, files, sums map[string]string) error {
-	fix := "if these are the files you mean, pin them: K3S=" + opt + " go tool mage k3s:pin"
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		switch pin, ok := l.Files[name]; {
-		case !ok:
-			return fmt.Errorf("%s (sha256 %s) is not pinned in %s; %s", files[name], sums[name], K3sLockFile, fix)
-		case pin != sums[name]:
-			return fmt.Errorf("%s has sha256 %s, but %s pins %s for %s; %s", files[name], sums[name], K3sLockFile, pin, name, fix)
-		}
-	}
-	for name := range l.Files {
-		if _, ok := files[name]; !ok {
-			return fmt.Errorf("%s pins %q, which K3S=%s lacks; %s", K3sLockFile, name, opt, fix)
-		}
-	}
-	return nil
+	return checkPins("K3S="+opt, "file", l.Files, files, sums)
 }
 
 // isRelease says whether a local k3s is a copy of the locked release.
@@ -209,28 +207,8 @@ func PinK3s(o Options) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	lockFile := p.file(K3sLockFile)
-	b, err := os.ReadFile(lockFile)
-	if err != nil {
-		return nil, err
-	}
-	var lines []string
-	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		if !strings.HasPrefix(line, "file ") && !strings.HasPrefix(line, "# local k3s") {
-			lines = append(lines, line)
-		}
-	}
 	version := K3sBinaryVersion(files["k3s"])
-	lines = append(lines, "# local k3s "+version+" (K3S=file:), pinned by go tool mage k3s:pin")
-	var pinned []string
-	for _, name := range slices.Sorted(maps.Keys(sums)) {
-		lines = append(lines, "file "+name+" "+sums[name])
-		pinned = append(pinned, name+" "+sums[name])
-	}
-	if err := atomicfile.WriteFile(lockFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-		return nil, err
-	}
-	return pinned, nil
+	return rewritePins(p.file(K3sLockFile), "file", "# local k3s", "# local k3s "+version+" (K3S=file:), pinned by go tool mage k3s:pin", sums)
 }
 
 var k3sVersionFlag = regexp.MustCompile(`/pkg/version\.Version=(v[0-9][^ '"]*)`)

@@ -15,7 +15,7 @@ import (
 // K3sVersion set.
 func k3sIn(project, opt string) (*Plan, *step.Input, error) {
 	p := &Plan{Options: Options{Project: project, K3s: opt}}
-	in, err := p.k3sInput()
+	in, _, err := p.k3sInput()
 	return p, in, err
 }
 
@@ -85,7 +85,7 @@ func TestK3sLocalDirectoryMustBePinned(t *testing.T) {
 		t.Errorf("changed file: err = %v", err)
 	}
 	os.Remove(filepath.Join(dir, "cni"))
-	if _, _, err := k3sIn(project, opt.K3s); err == nil || !strings.Contains(err.Error(), `pins "cni", which K3S=file:`) {
+	if _, _, err := k3sIn(project, opt.K3s); err == nil || !strings.Contains(err.Error(), `pins file "cni", which K3S=file:`) {
 		t.Errorf("missing file: err = %v", err)
 	}
 }

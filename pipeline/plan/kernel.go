@@ -3,7 +3,9 @@ package plan
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/k3os-rpi/k3os-rpi4/kconfig"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/step"
@@ -13,12 +15,28 @@ import (
 // KernelLockFile pins the kernel, kernel source and Pi firmware packages.
 const KernelLockFile = "kernel/kernel.lock"
 
-// kernelFragments are the config fragments of each flavour built from
-// source, in merge order.
-var kernelFragments = map[string][]string{
-	settings.KernelFull:    {"rpi4.config", "k3s.config", "qemu-virt.config", "nodebug.config"},
-	settings.KernelReduced: {"reduced.config", "k3s.config", "qemu-virt.config"},
+// KernelFragments are the config fragments of each flavour built from
+// source, in merge order (kernel/build.sh merges them; the config step's
+// check holds the final .config to each).
+var KernelFragments = map[string][]string{
+	settings.KernelPi:      {"systemd.config", "modules.config", "k3s.config", "cluster.config", "rpi4.config", "qemu-virt.config"},
+	settings.KernelFull:    {"rpi4.config", "k3s.config", "cluster.config", "qemu-virt.config", "nodebug.config"},
+	settings.KernelReduced: {"systemd.config", "nomodules.config", "k3s.config", "qemu-virt.config"},
 }
+
+// kernelLists are the option lists the config step's check holds each
+// flavour to besides its fragments: k3s's own check-config, and for the
+// kernels that boot a Pi, the Pi 4 family's hardware.
+var kernelLists = map[string][]kconfig.List{
+	settings.KernelPi:      {kconfig.K3sCheckConfig, kconfig.K3sNetworkPlugins, kconfig.Pi4Hardware},
+	settings.KernelFull:    {kconfig.K3sCheckConfig, kconfig.K3sNetworkPlugins, kconfig.Pi4Hardware},
+	settings.KernelReduced: {kconfig.K3sCheckConfig},
+}
+
+// TrybootSymbol is the function of our tryboot patch
+// (kernel/patches/0001-...): a kernel that boots a Pi must have it, or an
+// upgrade cannot try a version once.
+const TrybootSymbol = "rpi_firmware_tryboot_notify"
 
 var kernelOutputs = []string{"Image", "config", "System.map", "kernel.release", "flavour", "dtbs", "modroot"}
 
@@ -60,7 +78,7 @@ func (p *Plan) kernel(lock []LockedDeb) error {
 		}
 		return nil
 	}
-	frags, ok := kernelFragments[f]
+	frags, ok := KernelFragments[f]
 	if !ok {
 		return fmt.Errorf("KERNEL=%s: no such flavour (%v)", f, KernelFlavours)
 	}
@@ -72,27 +90,37 @@ func (p *Plan) kernel(lock []LockedDeb) error {
 	if err != nil {
 		return err
 	}
+	// The config step reads only its flavour's fragments: a change to
+	// another flavour's fragment or to a README rebuilds nothing.
+	include := []string{"build.sh", "patches"}
 	var fragFiles []string
 	for _, fr := range frags {
+		include = append(include, "config/"+fr)
 		fragFiles = append(fragFiles, p.file(filepath.Join("kernel", "config", fr)))
 	}
 	p.KernelConfig = &step.Step{
 		Name:      "kernel-config-" + f,
 		Toolchain: KernelToolchain,
 		Inputs: []step.Input{
-			{Name: "kernel", Path: "kernel", Include: []string{"build.sh", "config"}},
+			{Name: "kernel", Path: "kernel", Include: include},
 			{Name: "source", Downloads: src},
 		},
 		Commands: [][]string{{"sh", "/in/kernel/build.sh", "config", f}},
 		Outputs:  []string{"config", "flavour"},
-		// The Go check of every fragment's options, before the long build.
+		// The Go check of every fragment's options and of the lists, before
+		// the long build.
 		Check: func(out string) error {
-			problems, err := kconfig.CheckFiles(filepath.Join(out, "config"), fragFiles...)
+			final := filepath.Join(out, "config")
+			problems, err := kconfig.CheckFiles(final, fragFiles...)
+			if err != nil {
+				return err
+			}
+			lp, err := kconfig.CheckLists(final, kernelLists[f]...)
 			if err != nil {
 				return err
 			}
 			var errs []error
-			for _, pr := range problems {
+			for _, pr := range append(problems, lp...) {
 				errs = append(errs, pr)
 			}
 			return errors.Join(errs...)
@@ -102,14 +130,35 @@ func (p *Plan) kernel(lock []LockedDeb) error {
 		Name:      "kernel-" + f,
 		Toolchain: KernelToolchain,
 		Inputs: []step.Input{
-			{Name: "kernel", Path: "kernel", Include: []string{"build.sh"}},
+			{Name: "kernel", Path: "kernel", Include: []string{"build.sh", "patches"}},
 			{Name: "config", Step: p.KernelConfig},
 			{Name: "source", Downloads: src[:1]},
 			{Name: "debs", Downloads: image}, // the Pi device trees, for flavours that build none
 		},
 		Commands: [][]string{{"sh", "/in/kernel/build.sh", "build"}},
+		Env:      map[string]string{},
 		Caches:   []string{"ccache"},
 		Outputs:  kernelOutputs,
 	}
+	if p.KernelLocalVersion != "" {
+		p.Kernel.Env["LOCALVERSION"] = p.KernelLocalVersion
+	}
+	if f != settings.KernelReduced {
+		p.Kernel.Check = func(out string) error { return hasSymbol(filepath.Join(out, "System.map"), TrybootSymbol) }
+	}
 	return nil
+}
+
+// hasSymbol says whether a System.map names a function.
+func hasSymbol(systemMap, name string) error {
+	b, err := os.ReadFile(systemMap)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[2] == name {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: no %s: the kernel lacks the tryboot patch (kernel/patches), so an upgrade could not try a version once", systemMap, name)
 }

@@ -26,10 +26,16 @@ type Options struct {
 	Flavour string
 	// K3s is the k3s input: settings.K3sRelease, settings.K3sNone or file:PATH.
 	K3s string
+	// K3sImages are the images for k3s: settings.K3sRelease (the
+	// release's airgap images), settings.K3sNone or file:PATH.
+	K3sImages string
 	// Mirror is the Debian mirror of the pinned packages.
 	Mirror string
 	// GoEnv are the Go module settings for the module download.
 	GoEnv map[string]string
+	// KernelLocalVersion, when set, is appended to the kernel's release
+	// (the upgrade test's second version has a kernel of its own).
+	KernelLocalVersion string
 }
 
 // Plan is the step graph of one build.
@@ -39,6 +45,8 @@ type Plan struct {
 	RootfsBase, Rootfs *step.Step
 	KernelConfig       *step.Step // nil for flavours built by no one (debian)
 	Kernel, Boot       *step.Step
+	// Images stages the images the version carries for k3s (nil: none).
+	Images *step.Step
 	// K3sDesc says which k3s the root carries ("none", "release v...", ...).
 	K3sDesc string
 	// K3sVersion is that k3s's version; "" when there is none or it is
@@ -57,8 +65,11 @@ func New(o Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	k3s, err := p.k3sInput()
+	k3s, lock, err := p.k3sInput()
 	if err != nil {
+		return nil, err
+	}
+	if p.Images, err = p.k3sImages(lock); err != nil {
 		return nil, err
 	}
 	p.GoModules = p.goModules()
@@ -86,7 +97,7 @@ const goPath = "/usr/lib/go-1.26/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 
 // deviceSources are the parts of the source tree the on-device agent is
 // built from; the module download and the build see only these.
-var deviceSources = []string{"go.mod", "go.sum", "cmd", "agent", "nodeconfig", "layout"}
+var deviceSources = []string{"go.mod", "go.sum", "cmd", "agent", "nodeconfig", "layout", "bundle"}
 
 // goModules fetches the Go modules the device programs need, verified
 // against go.sum, so that the build steps run without network.
@@ -185,9 +196,12 @@ func (p *Plan) rootfs(k3s *step.Input) *step.Step {
 	}
 }
 
-// boot makes the boot partition (firmware, kernel, initramfs with the
-// agent, config.txt, cmdline.txt) and the kernel modules' squashfs.
+// boot makes a boot slot of the version (firmware, kernel, initramfs with
+// the agent, config.txt, a cmdline.txt naming the version) and the kernel
+// modules' squashfs.
 func (p *Plan) boot(firmware []step.Download) *step.Step {
+	env := layout.Env()
+	env["VERSION"] = p.Version
 	return &step.Step{
 		Name:      "boot-" + p.Flavour,
 		Toolchain: ImageToolchain,
@@ -197,7 +211,7 @@ func (p *Plan) boot(firmware []step.Download) *step.Step {
 			{Name: "agent", Step: p.Agent},
 			{Name: "firmware", Downloads: firmware},
 		},
-		Env:        layout.Env(),
+		Env:        env,
 		Commands:   [][]string{{"sh", "/in/scripts/image.sh", "boot"}},
 		Outputs:    []string{"boot.vfat", "modules.squashfs", "boot"},
 		Privileged: true, // mknod /dev/console in the initramfs
@@ -207,32 +221,42 @@ func (p *Plan) boot(firmware []step.Download) *step.Step {
 // ImageName is the SD-card image's file name.
 func (p *Plan) ImageName() string { return "k3os-rpi4-arm64-" + p.Version + ".img" }
 
-// Image assembles the SD-card image from the boot partition, the root and
-// a directory of resolved node configs. A config-only change redoes only
+// Image assembles the SD-card image from the boot slot, the root, the
+// version's images for k3s, a directory of resolved node configs, one of
+// the public keys (*.pub) upgrades must be signed with and, unless "", one
+// of the cluster's own image tarballs. A config-only change redoes only
 // this step.
-func (p *Plan) Image(configDir string) *step.Step {
+func (p *Plan) Image(configDir, trustDir, clusterImages string) *step.Step {
 	env := layout.Env()
 	env["VERSION"] = p.Version
 	env["IMAGE"] = p.ImageName()
+	inputs := []step.Input{
+		{Name: "scripts", Path: "pipeline/scripts", Include: []string{"image.sh"}},
+		{Name: "boot", Step: p.Boot},
+		{Name: "rootfs", Step: p.Rootfs},
+		{Name: "config", Path: configDir},
+		{Name: "trust", Path: trustDir},
+	}
+	if p.Images != nil {
+		inputs = append(inputs, step.Input{Name: "images", Step: p.Images})
+	}
+	if clusterImages != "" {
+		inputs = append(inputs, step.Input{Name: "cluster-images", Path: clusterImages})
+	}
 	return &step.Step{
 		Name:      "image-" + p.Flavour,
 		Toolchain: ImageToolchain,
-		Inputs: []step.Input{
-			{Name: "scripts", Path: "pipeline/scripts", Include: []string{"image.sh"}},
-			{Name: "boot", Step: p.Boot},
-			{Name: "rootfs", Step: p.Rootfs},
-			{Name: "config", Path: configDir},
-		},
-		Env:      env,
-		Commands: [][]string{{"sh", "/in/scripts/image.sh", "disk"}},
-		Outputs:  []string{p.ImageName()},
+		Inputs:    inputs,
+		Env:       env,
+		Commands:  [][]string{{"sh", "/in/scripts/image.sh", "disk"}},
+		Outputs:   []string{p.ImageName()},
 	}
 }
 
-// Steps are every step of the graph with the image of configDir, each
-// once, dependencies first.
-func (p *Plan) Steps(configDir string) []*step.Step {
-	return p.Image(configDir).Graph()
+// Steps are every step of the graph with the image of configDir and
+// trustDir, each once, dependencies first.
+func (p *Plan) Steps(configDir, trustDir string) []*step.Step {
+	return p.Image(configDir, trustDir, "").Graph()
 }
 
 // lockedDebs returns the named packages (patterns) of a lock as pinned
@@ -253,4 +277,4 @@ func (p *Plan) lockedDebs(lock []LockedDeb, names ...string) ([]step.Download, e
 }
 
 // KernelFlavours are the valid KERNEL values.
-var KernelFlavours = []string{settings.KernelFull, settings.KernelDebian, settings.KernelReduced}
+var KernelFlavours = []string{settings.KernelPi, settings.KernelFull, settings.KernelDebian, settings.KernelReduced}

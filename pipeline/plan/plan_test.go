@@ -23,7 +23,7 @@ func (namedEngine) Run(context.Context, *step.Step, map[string]string, string, i
 
 func realOptions(flavour, k3s string) Options {
 	project, _ := filepath.Abs("../..")
-	return Options{Project: project, Version: "0.0.0-test", Flavour: flavour, K3s: k3s, Mirror: "http://deb.debian.org/debian"}
+	return Options{Project: project, Version: "0.0.0-test", Flavour: flavour, K3s: k3s, K3sImages: settings.K3sRelease, Mirror: "http://deb.debian.org/debian"}
 }
 
 // twoClusters are two config directories that differ in one node's file.
@@ -38,6 +38,7 @@ func twoClusters(t *testing.T) (a, b string) {
 // and a config-only change alters the image step's key and nothing else.
 func TestRealPlan(t *testing.T) {
 	a, b := twoClusters(t)
+	trust := t.TempDir()
 	for _, flavour := range KernelFlavours {
 		for _, k3s := range []string{settings.K3sRelease, settings.K3sNone} {
 			t.Run(flavour+"/"+k3s, func(t *testing.T) {
@@ -48,7 +49,7 @@ func TestRealPlan(t *testing.T) {
 				r := &run.Runner{Engine: namedEngine{}, Project: p.Project, Cache: t.TempDir(), Log: logrus.New()}
 				keys := map[string]string{}
 				names := map[string]bool{}
-				for _, s := range p.Steps(a) {
+				for _, s := range p.Steps(a, trust) {
 					if err := s.Validate(); err != nil {
 						t.Error(err)
 					}
@@ -68,7 +69,7 @@ func TestRealPlan(t *testing.T) {
 					}
 				}
 				r2 := &run.Runner{Engine: namedEngine{}, Project: p.Project, Cache: t.TempDir(), Log: logrus.New()}
-				for _, s := range p.Steps(b) {
+				for _, s := range p.Steps(b, trust) {
 					k, err := r2.Key(s)
 					if err != nil {
 						t.Fatal(err)
@@ -89,10 +90,10 @@ func TestImageStepsByContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Image(a).ID() == p.Image(b).ID() {
+	if p.Image(a, a, "").ID() == p.Image(b, a, "").ID() {
 		t.Error("the images of two config directories are one step")
 	}
-	if p.Image(a).ID() != p.Image(a).ID() {
+	if p.Image(a, a, "").ID() != p.Image(a, a, "").ID() {
 		t.Error("the image of one config directory is two steps")
 	}
 }

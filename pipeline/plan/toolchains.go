@@ -42,7 +42,7 @@ var (
 		Suites: []string{"trixie", "trixie-updates"},
 		Arch:   "amd64",
 		Packages: []string{"gcc", "libc6-dev", "gcc-aarch64-linux-gnu", "make", "bc", "bison", "flex", "libssl-dev", "libelf-dev", "perl",
-			"cpio", "kmod", "xz-utils", "zstd", "ccache",
+			"cpio", "kmod", "xz-utils", "zstd", "ccache", "patch",
 			"python3"}, // python3: generated headers of some drivers (drm/msm) in the full config
 	}
 	// VMToolchain runs the boot test's virtual machines (trixie's QEMU has

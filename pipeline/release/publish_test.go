@@ -2,6 +2,7 @@ package release
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -43,15 +44,17 @@ func TestPublish(t *testing.T) {
 	img := filepath.Join(dir, "k3os-rpi4-arm64-1.img")
 	os.WriteFile(img, []byte(strings.Repeat("\x00", 1<<20)+"k3os"), 0o644)
 	dist := filepath.Join(dir, "dist")
-	m := Manifest{Image: filepath.Base(img), Version: "1", K3s: "none"}
-	if err := Publish(context.Background(), dist, img, m, []byte("{}\n")); err != nil {
+	m := Manifest{Version: "1", K3s: "none"}
+	cards := []Card{{Image: img, Name: filepath.Base(img), Manifest: m}, {Image: img, Name: "k3s-2.img", Manifest: m}}
+	if err := Publish(context.Background(), dist, cards, []byte("{}\n")); err != nil {
 		t.Fatal(err)
 	}
 	sums, err := os.ReadFile(filepath.Join(dist, "sha256sums"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"k3os-rpi4-arm64-1.img", "k3os-rpi4-arm64-1.img.zst", "k3os-rpi4-arm64-1.manifest.json", "k3os-rpi4-arm64-1.spdx.json"} {
+	for _, f := range []string{"k3os-rpi4-arm64-1.img", "k3os-rpi4-arm64-1.img.zst", "k3os-rpi4-arm64-1.manifest.json", "k3os-rpi4-arm64-1.spdx.json",
+		"k3s-2.img", "k3s-2.img.zst", "k3s-2.manifest.json"} {
 		if _, err := os.Stat(filepath.Join(dist, f)); err != nil {
 			t.Errorf("%s missing: %v", f, err)
 		}
@@ -62,5 +65,28 @@ func TestPublish(t *testing.T) {
 	got, _ := step.FileDigest(filepath.Join(dist, "k3os-rpi4-arm64-1.img"))
 	if !strings.Contains(string(sums), got+"  k3os-rpi4-arm64-1.img\n") {
 		t.Errorf("sha256sums does not match the image")
+	}
+	// The images carry the nodes' secrets: readable by their owner only.
+	for _, f := range []string{"k3os-rpi4-arm64-1.img", "k3os-rpi4-arm64-1.img.zst", "k3s-2.img.zst"} {
+		if fi, err := os.Stat(filepath.Join(dist, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600 (%v)", f, fi.Mode(), err)
+		}
+	}
+	// The Raspberry Pi Imager repository names the .zst and the sums.
+	if err := WriteImagerList(dist, "https://example.com/r/", "k3os-rpi4-arm64-1.img", "2026-12-01"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dist, ImagerName))
+	var list struct {
+		OSList []imagerItem `json:"os_list"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil || len(list.OSList) != 1 {
+		t.Fatalf("%s: %v\n%s", ImagerName, err, b)
+	}
+	it := list.OSList[0]
+	zsum, _ := step.FileDigest(filepath.Join(dist, "k3os-rpi4-arm64-1.img.zst"))
+	if it.URL != "https://example.com/r/k3os-rpi4-arm64-1.img.zst" || it.ExtractSHA256 != got || it.ImageDownloadSHA256 != zsum ||
+		it.ExtractSize != 1<<20+4 || it.Devices[0] != "pi4" {
+		t.Errorf("imager item %+v", it)
 	}
 }

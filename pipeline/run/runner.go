@@ -39,9 +39,10 @@ type Runner struct {
 	// Progress receives live output of running steps (a terminal), or nil.
 	Progress io.Writer
 
-	mu   sync.Mutex
-	keys map[string]string // step ID -> cache key
-	done map[string]result // step ID -> its build
+	mu      sync.Mutex
+	keys    map[string]string // step ID -> cache key
+	digests map[string]string // step ID + "/" + input name -> the digest in its key
+	done    map[string]result // step ID -> its build
 }
 
 type result struct {
@@ -63,19 +64,22 @@ func (r *Runner) Key(s *step.Step) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "engine %s\n", r.Engine.Name())
 	h.Write(s.Definition())
+	digests := map[string]string{}
 	for _, in := range s.Inputs {
 		d, err := r.inputDigest(in)
 		if err != nil {
 			return "", fmt.Errorf("step %s: input %s: %w", s.Name, in.Name, err)
 		}
 		fmt.Fprintf(h, "\ninput %s %s", in.Name, d)
+		digests[id+"/"+in.Name] = d
 	}
 	k = hex.EncodeToString(h.Sum(nil))[:32]
 	r.mu.Lock()
 	if r.keys == nil {
-		r.keys = map[string]string{}
+		r.keys, r.digests = map[string]string{}, map[string]string{}
 	}
 	r.keys[id] = k
+	maps.Copy(r.digests, digests)
 	r.mu.Unlock()
 	return k, nil
 }
@@ -124,6 +128,37 @@ func (r *Runner) Cached(s *step.Step) (bool, error) {
 	return err == nil, nil
 }
 
+// Give moves the cached outputs of steps (and of the steps they depend
+// on) into dst's cache, where dst has none: a benchmark's cold build, kept.
+// Both runners must be of one engine.
+func (r *Runner) Give(dst *Runner, steps ...*step.Step) error {
+	if r.Engine.Name() != dst.Engine.Name() {
+		return fmt.Errorf("outputs of the %s engine cannot serve the %s engine", r.Engine.Name(), dst.Engine.Name())
+	}
+	for _, top := range steps {
+		for _, s := range top.Graph() {
+			key, err := r.Key(s)
+			if err != nil {
+				return err
+			}
+			from, to := r.outDir(s, key), dst.outDir(s, key)
+			if _, err := os.Stat(from); err != nil {
+				continue
+			}
+			if _, err := os.Stat(to); err == nil {
+				continue
+			}
+			if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+				return err
+			}
+			if err := os.Rename(from, to); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Build runs a step (and, first, the steps it depends on) unless its
 // output is cached, and returns the directory holding its /out.
 func (r *Runner) Build(ctx context.Context, s *step.Step) (string, error) {
@@ -165,6 +200,15 @@ func (r *Runner) run(ctx context.Context, s *step.Step) result {
 		os.Chtimes(out, now, now) // last use, for PruneSteps
 		return result{out: out}
 	}
+	// 0700: outputs hold secrets (the images carry the nodes' configs).
+	if err := os.MkdirAll(filepath.Join(r.Cache, "steps"), 0o700); err != nil {
+		return result{err: err}
+	}
+	tmp, err := os.MkdirTemp(filepath.Join(r.Cache, "steps"), ".tmp-"+s.Name+"-")
+	if err != nil {
+		return result{err: err}
+	}
+	defer os.RemoveAll(tmp)
 	inputs := map[string]string{}
 	for _, in := range s.Inputs {
 		switch {
@@ -181,17 +225,17 @@ func (r *Runner) run(ctx context.Context, s *step.Step) result {
 			}
 			inputs[in.Name] = p
 		default:
-			inputs[in.Name] = r.path(in.Path)
+			r.mu.Lock()
+			want := r.digests[s.ID()+"/"+in.Name]
+			r.mu.Unlock()
+			p, err := r.snapshot(in, want, filepath.Join(tmp+".in", in.Name))
+			if err != nil {
+				return result{err: fmt.Errorf("step %s: input %s: %w", s.Name, in.Name, err)}
+			}
+			inputs[in.Name] = p
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(r.Cache, "steps"), 0o755); err != nil {
-		return result{err: err}
-	}
-	tmp, err := os.MkdirTemp(filepath.Join(r.Cache, "steps"), ".tmp-"+s.Name+"-")
-	if err != nil {
-		return result{err: err}
-	}
-	defer os.RemoveAll(tmp)
+	defer os.RemoveAll(tmp + ".in")
 	logPath := filepath.Join(r.Cache, "logs", s.Name+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return result{err: err}
@@ -228,6 +272,34 @@ func (r *Runner) run(ctx context.Context, s *step.Step) result {
 	// A step's last line is its report (a size, a count): show it.
 	log.WithFields(logrus.Fields{"took": time.Since(start).Round(100 * time.Millisecond).String(), "said": tail.Last()}).Info("done")
 	return result{out: out}
+}
+
+// snapshot copies a path input for the step to run on: a file edited
+// while a long step runs must not reach it, and what it reads must be what
+// its key was made of.
+func (r *Runner) snapshot(in step.Input, want, dst string) (string, error) {
+	var err error
+	src := r.path(in.Path)
+	if len(in.Include) == 0 {
+		err = copyTree(src, dst)
+	} else {
+		for _, inc := range in.Include {
+			if err = copyTree(filepath.Join(src, inc), filepath.Join(dst, inc)); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	got, err := r.inputDigest(step.Input{Path: dst, Include: in.Include})
+	if err != nil {
+		return "", err
+	}
+	if got != want {
+		return "", fmt.Errorf("%s changed after the build read it: run it again", in.Path)
+	}
+	return dst, nil
 }
 
 func inputError(s *step.Step, in step.Input, err error) error {

@@ -214,3 +214,24 @@ func TestTailWriterStripsColours(t *testing.T) {
 		t.Errorf("tail = %q", got)
 	}
 }
+
+// A path input edited after the runner keyed the step is not what the
+// step runs on: the build stops instead of caching a mislabelled output.
+func TestRunnerSnapshotsInputs(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "a.txt")
+	os.WriteFile(src, []byte("one"), 0o644)
+	e := &copyEngine{}
+	r := &Runner{Engine: e, Cache: filepath.Join(dir, "cache"), Project: dir, Log: quietLog()}
+	s := testStep(step.Input{Name: "a", Path: "a.txt"})
+	if _, err := r.Key(s); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(src, []byte("two"), 0o644)
+	if _, err := r.Build(context.Background(), s); err == nil || !strings.Contains(err.Error(), "changed after the build read it") {
+		t.Errorf("Build = %v, want the edit found", err)
+	}
+	if e.runs != 0 {
+		t.Error("the step ran on an input its key does not describe")
+	}
+}

@@ -2,13 +2,16 @@
 # Assembles the boot files and the SD-card image, inside the image
 # toolchain, with Debian's tools (mkfs.vfat/mtools, mke2fs -d, sfdisk).
 #
-#   image.sh boot   /in/kernel, /in/agent, /in/firmware -> /out/boot.vfat,
+#   image.sh boot   /in/kernel, /in/agent, /in/firmware -> /out/boot.vfat
+#                   (a boot slot of system version $VERSION),
 #                   /out/modules.squashfs, /out/boot/ (the files, for the record)
-#   image.sh disk   /in/boot, /in/rootfs, /in/config -> /out/$IMAGE
+#   image.sh disk   /in/boot, /in/rootfs, /in/config, /in/trust and, when
+#                   there are any, /in/images (the version's images for
+#                   k3s) and /in/cluster-images -> /out/$IMAGE
 #
 # The card's layout comes from the step's environment (package layout):
-# BOOT_LABEL, BOOT_MIB, ALIGN_MIB, STATE_LABEL, STATE_SLACK_MIB, STATE_UUID,
-# DISK_ID, SYSTEM_DIR, CURRENT_LINK, DATA_DIR, CONFIG_DIR.
+# the autoboot partition (AUTOBOOT_*), two boot slots (BOOT_*), the state
+# partition (STATE_*), and the state's tree (SYSTEM_DIR, ...).
 set -eu
 
 # Modules the initramfs loads to reach the state partition and to read the
@@ -69,12 +72,16 @@ boot() {
 	[all]
 	CONF
 	# The root is found by label by the initramfs; cgroup memory is what
-	# k3s will not start without.
-	echo "root=LABEL=$STATE_LABEL rootwait console=ttyS1,115200 console=tty1 cgroup_memory=1 cgroup_enable=memory quiet" > /work/boot/cmdline.txt
+	# k3s will not start without; a panic reboots (a trial boot that panics
+	# falls back to the committed slot); the slot names its system version
+	# and the node's config (the card's own, kept at its first boot). The
+	# kernel's interface names (eth0, wlan0), as k3OS had them: a config's
+	# k3os.network.eth0 is the Pi's ethernet port.
+	echo "root=LABEL=$STATE_LABEL rootwait console=ttyS1,115200 console=tty1 cgroup_memory=1 cgroup_enable=memory panic=10 net.ifnames=0 quiet $SYSTEM_PARAM=$VERSION $CONFIG_PARAM=$CARD_CONFIG" > /work/boot/cmdline.txt
 	stamp /work/boot
 	mkdir -p /out/boot
 	cp -a /work/boot/. /out/boot/
-	mkfs.vfat -C -F 32 -n "$BOOT_LABEL" --invariant /out/boot.vfat $((BOOT_MIB * 1024)) >/dev/null
+	fat 32 "$BOOT_LABEL" /out/boot.vfat $BOOT_MIB
 	(cd /work/boot && LC_ALL=C ls | while read -r f; do mcopy -m -i /out/boot.vfat "$f" ::/; done)
 	rel=$(cat /in/kernel/kernel.release)
 	# Owners and times fixed here: the kernel step's files may come through
@@ -85,32 +92,70 @@ boot() {
 	echo "boot: kernel $rel, $(du -k /out/modules.squashfs | cut -f1) KiB of modules"
 }
 
+# fat BITS LABEL FILE MIB: an empty FAT filesystem, the same bytes from the
+# same arguments.
+fat() {
+	mkfs.vfat -C -F "$1" -n "$2" --invariant "$3" $(($4 * 1024)) >/dev/null
+}
+
 disk() {
 	s=/work/state
 	sys=$s/$SYSTEM_DIR/$VERSION
-	mkdir -p "$sys" "$s/$DATA_DIR" "$s/$CONFIG_DIR"
+	mkdir -p "$sys" "$s/$DATA_DIR" "$s/$CONFIG_DIR" "$s/$TRUST_DIR"
 	cp /in/rootfs/rootfs.squashfs /in/rootfs/k3os-release /in/boot/modules.squashfs "$sys/"
-	ln -s "$VERSION" "$s/$SYSTEM_DIR/$CURRENT_LINK"
-	cp /in/config/*.yaml "$s/$CONFIG_DIR/"
+	# The version's boot slot, kept to write a slot again (a rollback, a
+	# config-only upgrade); sparse, as the FAT is mostly empty.
+	cp --sparse=always /in/boot/boot.vfat "$sys/$BOOT_IMAGE"
+	# No configs at all (CONFIG_DIR=none): every node boots unconfigured.
+	for f in /in/config/*.yaml; do [ -e "$f" ] && cp "$f" "$s/$CONFIG_DIR/"; done
+	for f in /in/trust/*.pub; do [ -e "$f" ] && cp "$f" "$s/$TRUST_DIR/"; done
+	# Images for k3s: the version's (K3S_IMAGES) beside its root, as they
+	# change with it; the cluster's own (CONFIG_DIR/images) apart, kept
+	# across upgrades.
+	if [ -d /in/images/images ]; then
+		mkdir -p "$sys/$VERSION_IMAGES"
+		cp /in/images/images/* "$sys/$VERSION_IMAGES/"
+	fi
+	if [ -d /in/cluster-images ]; then
+		mkdir -p "$s/$CLUSTER_IMAGES"
+		cp /in/cluster-images/* "$s/$CLUSTER_IMAGES/"
+	fi
 	stamp $s
-	used=$(du -sm --apparent-size $s | cut -f1)
+	used=$(du -sm $s | cut -f1)
 	state_mib=$((used + used / 10 + STATE_SLACK_MIB))
 	img=/out/$IMAGE
-	total=$((ALIGN_MIB + BOOT_MIB + state_mib))
+	ab=$ALIGN_MIB
+	a=$((ab + AUTOBOOT_MIB))
+	b=$((a + BOOT_MIB))
+	st=$((b + BOOT_MIB))
+	total=$((st + state_mib))
 	truncate -s ${total}M $img
 	sfdisk -q $img <<-TABLE
 	label: dos
 	label-id: $DISK_ID
-	start=${ALIGN_MIB}MiB, size=${BOOT_MIB}MiB, type=c, bootable
-	start=$((ALIGN_MIB + BOOT_MIB))MiB, type=83
+	start=${ab}MiB, size=${AUTOBOOT_MIB}MiB, type=c, bootable
+	start=${a}MiB, size=${BOOT_MIB}MiB, type=c
+	start=${b}MiB, size=${BOOT_MIB}MiB, type=c
+	start=${st}MiB, type=83
 	TABLE
-	dd if=/in/boot/boot.vfat of=$img bs=1M seek=$ALIGN_MIB conv=notrunc,sparse status=none
+	# Partition 1: autoboot.txt, which the firmware reads to pick a slot.
+	fat 32 "$AUTOBOOT_LABEL" /work/autoboot.vfat $AUTOBOOT_MIB
+	printf '%s' "$AUTOBOOT" > /work/autoboot.txt
+	touch -d "@$SOURCE_DATE_EPOCH" /work/autoboot.txt
+	mcopy -m -i /work/autoboot.vfat /work/autoboot.txt ::/
+	dd if=/work/autoboot.vfat of=$img bs=1M seek=$ab conv=notrunc,sparse status=none
+	# Slot A: this version; slot B: empty until the first upgrade.
+	dd if=/in/boot/boot.vfat of=$img bs=1M seek=$a conv=notrunc,sparse status=none
+	fat 32 "$BOOT_LABEL" /work/empty.vfat $BOOT_MIB
+	dd if=/work/empty.vfat of=$img bs=1M seek=$b conv=notrunc,sparse status=none
 	# The state filesystem is made in place, at its partition's offset.
 	# 4 KiB blocks: the filesystem grows to the whole card on first boot,
 	# and a block size cannot change then.
-	mke2fs -q -t ext4 -b 4096 -L "$STATE_LABEL" -U $STATE_UUID -E hash_seed=$STATE_UUID,root_owner=0:0,offset=$(((ALIGN_MIB + BOOT_MIB) * 1048576)) \
+	mke2fs -q -t ext4 -b 4096 -L "$STATE_LABEL" -U $STATE_UUID -E hash_seed=$STATE_UUID,root_owner=0:0,offset=$((st * 1048576)) \
 		-d $s $img ${state_mib}M
-	echo "image: ${total} MiB (boot ${BOOT_MIB} MiB, state ${state_mib} MiB)"
+	# It holds the nodes' secrets.
+	chmod 0600 "$img"
+	echo "image: ${total} MiB (autoboot ${AUTOBOOT_MIB} MiB, 2 boot slots of ${BOOT_MIB} MiB, state ${state_mib} MiB)"
 }
 
 case "${1:-}" in

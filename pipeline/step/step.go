@@ -56,9 +56,10 @@ func (l ToolchainLock) Pins(t Toolchain) []string {
 		return nil
 	}
 	out := make([]string, 0, len(pk))
-	for _, name := range slices.Sorted(maps.Keys(pk)) {
-		out = append(out, name+"="+pk[name])
+	for name, v := range pk {
+		out = append(out, name+"="+v)
 	}
+	slices.Sort(out) // the order names a tools root: keep it
 	return out
 }
 
@@ -70,7 +71,7 @@ type Input struct {
 	// Path is a file or directory on the host (relative to the project).
 	Path string `json:"path,omitempty"`
 	// Include limits a Path directory to these entries (files or
-	// directories directly below it).
+	// directories below it, as slash-separated relative paths).
 	Include []string `json:"include,omitempty"`
 	// Step is another step whose /out is mounted here.
 	Step *Step `json:"-"`

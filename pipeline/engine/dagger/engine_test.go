@@ -77,7 +77,7 @@ func TestStepsMatchHostEngine(t *testing.T) {
 	if _, err := release.ResolveConfigs(filepath.Join(s.Project, "config"), configs, nil, os.Stderr); err != nil {
 		t.Fatal(err)
 	}
-	for _, st := range p.Steps(configs) {
+	for _, st := range p.Steps(configs, t.TempDir()) {
 		if st.Network {
 			continue // run by the host engine under both
 		}

@@ -26,6 +26,9 @@ import (
 type Engine struct {
 	// Cache holds tools roots (toolroots/) and cache volumes (volumes/).
 	Cache string
+	// Volumes, when set, holds the cache volumes instead (a benchmark's
+	// cold build starts with an empty ccache).
+	Volumes string
 	// Mirror is the Debian mirror the tools roots come from.
 	Mirror string
 	Log    *logrus.Logger
@@ -185,8 +188,12 @@ func (e *Engine) Run(ctx context.Context, s *step.Step, inputs map[string]string
 			args = append(args, "--ro-bind", filepath.Join(src, inc), dst+"/"+inc)
 		}
 	}
+	volumes := e.Volumes
+	if volumes == "" {
+		volumes = filepath.Join(e.Cache, "volumes")
+	}
 	for _, name := range s.Caches {
-		vol := filepath.Join(e.Cache, "volumes", name)
+		vol := filepath.Join(volumes, name)
 		if err := os.MkdirAll(vol, 0o755); err != nil {
 			return err
 		}
