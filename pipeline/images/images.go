@@ -64,7 +64,10 @@ func imagesOf(file string, manifest, index []byte) ([]Image, error) {
 			return nil, fmt.Errorf("its manifest.json: %w", err)
 		}
 		for _, e := range m {
-			digest := "sha256:" + strings.TrimSuffix(strings.TrimPrefix(e.Config, "blobs/sha256/"), ".json")
+			// docker save writes "<hex>.json" (older) or
+			// "blobs/sha256/<hex>" (newer); go-containerregistry "sha256:<hex>".
+			hex := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(e.Config, "blobs/sha256/"), "sha256:"), ".json")
+			digest := "sha256:" + hex
 			for _, t := range e.RepoTags {
 				out = append(out, Image{Name: t, Digest: digest, File: file})
 			}
