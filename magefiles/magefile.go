@@ -27,6 +27,7 @@ import (
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/boottest"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/engine"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/engine/dagger"
+	"github.com/k3os-rpi/k3os-rpi4/pipeline/engine/host"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/plan"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/release"
 	"github.com/k3os-rpi/k3os-rpi4/pipeline/rollout"
@@ -74,6 +75,20 @@ func runner(ctx context.Context, s *settings.Settings) (*run.Runner, func() erro
 	}
 	log.WithFields(logrus.Fields{"engine": eng.Name(), "cache": s.Cache}).Info("pipeline")
 	return r, closeEngine, nil
+}
+
+// runnerWithHost is runner plus the host engine, which runs the boot
+// tests' own tools whichever engine builds.
+func runnerWithHost(ctx context.Context, s *settings.Settings) (*run.Runner, *host.Engine, func() error, error) {
+	cfg, err := engineConfig(s)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r, done, err := runner(ctx, s)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return r, engine.Host(cfg, r.Log), done, nil
 }
 
 // buildAndExport builds one step of the plan and copies some of its
@@ -225,16 +240,12 @@ func Boottest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r, done, err := runner(ctx, s)
+	r, hostEngine, done, err := runnerWithHost(ctx, s)
 	if err != nil {
 		return err
 	}
 	defer done()
-	cfg, err := engineConfig(s)
-	if err != nil {
-		return err
-	}
-	return boottest.Run(ctx, boottest.Config{Plan: planOptions(s), Runner: r, Host: engine.Host(cfg, r.Log), Dist: "dist",
+	return boottest.Run(ctx, boottest.Config{Plan: planOptions(s), Runner: r, Host: hostEngine, Dist: "dist",
 		Cases: s.VMTestCases, Keep: s.VMTestKeep, RequireK3s: s.RequireK3sReady, AllPowerCuts: s.AllPowerCuts, Out: os.Stdout})
 }
 
@@ -399,18 +410,14 @@ func Try(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r, done, err := runner(ctx, s)
+	r, hostEngine, done, err := runnerWithHost(ctx, s)
 	if err != nil {
 		return err
 	}
 	defer done()
-	cfg, err := engineConfig(s)
-	if err != nil {
-		return err
-	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return try.Run(ctx, try.Config{Plan: planOptions(s), Runner: r, Host: engine.Host(cfg, r.Log), ConfigDir: s.ConfigDir, Env: os.LookupEnv, Dist: "dist", Out: os.Stdout})
+	return try.Run(ctx, try.Config{Plan: planOptions(s), Runner: r, Host: hostEngine, ConfigDir: s.ConfigDir, Env: os.LookupEnv, Dist: "dist", Out: os.Stdout})
 }
 
 // Keygen makes the upgrade signing key pair at $UPGRADE_KEY's PATH (secret, 0600; encrypted with $UPGRADE_KEY_PASSWORD if set) and PATH.pub; it never overwrites one.

@@ -168,11 +168,7 @@ func (n *Node) FetchChannel(ctx context.Context, c *http.Client, raw string, all
 	if ch.Board != Board || ch.Arch != Arch {
 		return "", fmt.Errorf("the channel %s is for %s-%s; this node is %s-%s", u.Redacted(), ch.Board, ch.Arch, Board, Arch)
 	}
-	committed, _, err := n.Slots()
-	if err != nil {
-		return "", err
-	}
-	cv, _, err := n.SlotHolds(committed)
+	_, _, cv, _, err := n.Committed()
 	if err != nil {
 		return "", err
 	}

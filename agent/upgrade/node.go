@@ -154,6 +154,16 @@ func (n *Node) Slots() (committed, other int, err error) {
 	return boot, layout.OtherSlot(boot), nil
 }
 
+// Committed is Slots, with the version and config the committed slot
+// holds.
+func (n *Node) Committed() (committed, other int, version, config string, err error) {
+	if committed, other, err = n.Slots(); err != nil {
+		return 0, 0, "", "", err
+	}
+	version, config, err = n.SlotHolds(committed)
+	return committed, other, version, config, err
+}
+
 // SlotHolds reads the version and config a slot's cmdline.txt names ("",
 // "" when the slot is empty).
 func (n *Node) SlotHolds(slot int) (version, config string, err error) {

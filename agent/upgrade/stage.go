@@ -71,11 +71,7 @@ func (n *Node) Upgrade(ctx context.Context, r io.Reader, o Options) error {
 	if m.Board != Board || m.Arch != Arch {
 		return Refused{fmt.Sprintf("the bundle is for %s-%s; this node is %s-%s", m.Board, m.Arch, Board, Arch)}
 	}
-	committed, other, err := n.Slots()
-	if err != nil {
-		return err
-	}
-	cv, cc, err := n.SlotHolds(committed)
+	committed, other, cv, cc, err := n.Committed()
 	if err != nil {
 		return err
 	}

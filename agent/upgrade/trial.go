@@ -140,11 +140,7 @@ func (n *Node) Rollback(ctx context.Context, version string, noReboot bool) erro
 	if rec.Trial != nil && n.Boot.Trial {
 		return errors.New("a trial boot of " + rec.Trial.Version + " is being checked: wait for it to commit or roll back")
 	}
-	committed, other, err := n.Slots()
-	if err != nil {
-		return err
-	}
-	cv, cc, err := n.SlotHolds(committed)
+	committed, other, cv, cc, err := n.Committed()
 	if err != nil {
 		return err
 	}

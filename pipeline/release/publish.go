@@ -142,20 +142,8 @@ func compress(ctx context.Context, src, dst string) (srcSum, dstSum string, err 
 	}
 	defer in.Close()
 	hOut := sha256.New()
-	pr, pw := io.Pipe()
-	go func() {
-		zw, err := zstd.NewWriter(io.MultiWriter(pw, hOut), zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(runtime.NumCPU()))
-		if err != nil {
-			pw.CloseWithError(err)
-			return
-		}
-		_, err = io.Copy(zw, in)
-		if cerr := zw.Close(); err == nil {
-			err = cerr
-		}
-		pw.CloseWithError(err)
-	}()
+	pr := zstdStream(in, hOut, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.NumCPU()))
+	defer pr.Close()
 	err = atomicfile.Write(dst, 0o600, pr)
 	if serr := <-sumc; err == nil {
 		err = serr
@@ -164,6 +152,28 @@ func compress(ctx context.Context, src, dst string) (srcSum, dstSum string, err 
 		return "", "", err
 	}
 	return srcSum, hex.EncodeToString(hOut.Sum(nil)), nil
+}
+
+// zstdStream compresses r on a goroutine of its own: the reader returned
+// gives the compressed bytes, also written to tee when it is not nil.
+// Closing it stops the compression.
+func zstdStream(r io.Reader, tee io.Writer, opts ...zstd.EOption) *io.PipeReader {
+	pr, pw := io.Pipe()
+	var w io.Writer = pw
+	if tee != nil {
+		w = io.MultiWriter(pw, tee)
+	}
+	go func() {
+		zw, err := zstd.NewWriter(w, opts...)
+		if err == nil {
+			_, err = io.Copy(zw, r)
+			if cerr := zw.Close(); err == nil {
+				err = cerr
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
 }
 
 // ImagerName is the Raspberry Pi Imager repository file the image job

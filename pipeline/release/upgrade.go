@@ -182,19 +182,8 @@ func compressFile(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	pr, pw := io.Pipe()
-	go func() {
-		zw, err := zstd.NewWriter(pw, zstd.WithEncoderConcurrency(1))
-		if err != nil {
-			pw.CloseWithError(err)
-			return
-		}
-		_, err = io.Copy(zw, in)
-		if cerr := zw.Close(); err == nil {
-			err = cerr
-		}
-		pw.CloseWithError(err)
-	}()
+	pr := zstdStream(in, nil, zstd.WithEncoderConcurrency(1))
+	defer pr.Close()
 	return atomicfile.Write(dst, 0o644, pr)
 }
 
