@@ -34,8 +34,13 @@ layer() {
 		timers.target.wants/e2scrub_all.timer timers.target.wants/dpkg-db-backup.timer; do
 		rm "$r/etc/systemd/system/$u"
 	done
+	# Generators run before any unit, on every boot (each an emulated
+	# start under QEMU): the node has no GPT root to discover, no
+	# hibernation, rc.local, SysV scripts, offline updates or TPM.
 	mkdir -p $r/etc/systemd/system-generators
-	ln -s /dev/null $r/etc/systemd/system-generators/systemd-ssh-generator
+	for g in ssh gpt-auto hibernate-resume rc-local sysv system-update tpm2; do
+		ln -s /dev/null $r/etc/systemd/system-generators/systemd-$g-generator
+	done
 	k3s="none"
 	if [ -d /in/k3s ]; then
 		install -m 0755 /in/k3s/k3s $r/usr/local/bin/k3s
