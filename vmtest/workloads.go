@@ -54,8 +54,20 @@ spec:
 // failure it keeps each node's network state and names the likely cause.
 func (s *Suite) workloads(ctx context.Context, nodes []wlNode) error {
 	server := nodes[0]
-	img, err := server.sess.Run("sudo k3s crictl images 2>/dev/null | awk '$1 ~ /busybox/ {print $1\":\"$2; exit}'")
-	if err != nil || img == "" {
+	// crictl by its own name: a k3s built from source has no working
+	// `k3s crictl` subcommand, while the link works with every k3s.
+	list, err := server.sess.Run("sudo crictl images")
+	if err != nil {
+		return fmt.Errorf("listing the images k3s imported (sudo crictl images): %w", err)
+	}
+	img := ""
+	for _, line := range strings.Split(list, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && strings.Contains(f[0], "busybox") {
+			img = f[0] + ":" + f[1]
+			break
+		}
+	}
+	if img == "" {
 		return skipError("the workloads stage needs a busybox image among the card's images (K3S_IMAGES or CONFIG_DIR/images; docs/k3s.md)")
 	}
 	err = s.runWorkloads(ctx, nodes, img)
@@ -180,7 +192,7 @@ func (s *Suite) keepNetworkState(nodes []wlNode, cause error) {
 			"iptables-save.txt":   "sudo iptables-save; echo '# legacy:'; sudo iptables-legacy-save",
 			"ip-route.txt":        "ip route; ip -6 route",
 			"ip-link.txt":         "ip -d link",
-			"conntrack.txt":       "sudo cat /proc/net/nf_conntrack 2>&1 | head -200",
+			"conntrack.txt":       "sudo conntrack -L 2>&1 | head -200",
 			"pods.txt":            "sudo kubectl get pods -A -o wide; sudo kubectl describe pods -l 'app in (" + appLabels(nodes) + ")'",
 			"coredns-logs.txt":    "sudo kubectl -n kube-system logs -l k8s-app=kube-dns --tail=200",
 			"network-check.txt":   "k3os status",
