@@ -37,9 +37,9 @@ func (s *Suite) NodeByMAC(ctx context.Context, c *Case) error {
 	if !strings.Contains(m.Console(), "config "+NodeMAC+".yaml") {
 		return fmt.Errorf("the initramfs did not pick %s.yaml; console tail:\n%s", NodeMAC, m.Tail(30))
 	}
-	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	sess, err := s.login(ctx, m)
 	if err != nil {
-		return fmt.Errorf("%w; console tail:\n%s", err, m.Tail(30))
+		return err
 	}
 	defer sess.Close()
 	m.Mark("sshd")
@@ -88,7 +88,7 @@ func (s *Suite) NodeByMAC(ctx context.Context, c *Case) error {
 	if err := s.boot(ctx, m, false); err != nil {
 		return err
 	}
-	sess2, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	sess2, err := s.login(ctx, m)
 	if err != nil {
 		return fmt.Errorf("second boot: %w", err)
 	}
@@ -245,7 +245,7 @@ func (s *Suite) DefaultConfig(ctx context.Context, c *Case) error {
 	if !strings.Contains(m.Console(), "config default.yaml") {
 		return fmt.Errorf("the initramfs did not fall back to default.yaml; console tail:\n%s", m.Tail(30))
 	}
-	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	sess, err := s.login(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -271,9 +271,9 @@ func (s *Suite) USBDisk(ctx context.Context, c *Case) error {
 	if err := s.boot(ctx, m, true); err != nil {
 		return err
 	}
-	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	sess, err := s.login(ctx, m)
 	if err != nil {
-		return fmt.Errorf("%w; console tail:\n%s", err, m.Tail(30))
+		return err
 	}
 	defer sess.Close()
 	m.Mark("sshd")
@@ -305,9 +305,9 @@ func (s *Suite) AgentSecrets(ctx context.Context, c *Case) error {
 	if err := s.boot(ctx, m, true); err != nil {
 		return err
 	}
-	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	sess, err := s.login(ctx, m)
 	if err != nil {
-		return fmt.Errorf("%w; console tail:\n%s", err, m.Tail(30))
+		return err
 	}
 	defer sess.Close()
 	m.Mark("sshd")

@@ -326,7 +326,7 @@ func (s *Suite) Postgres(ctx context.Context, c *Case) error {
 	if err := s.boot(ctx, m, true); err != nil {
 		return err
 	}
-	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	sess, err := s.login(ctx, m)
 	if err != nil {
 		return err
 	}

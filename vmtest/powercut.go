@@ -120,7 +120,7 @@ func (s *Suite) PowerCuts(ctx context.Context, c *Case) error {
 			}
 		}
 		p := points[i]
-		sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+		sess, err := s.login(ctx, m)
 		if err != nil {
 			return s.cutFailed(last, err)
 		}

@@ -74,6 +74,16 @@ func (s *Suite) machine(name, mac, ip string) (*Machine, error) {
 	return m, nil
 }
 
+// login opens an SSH session as rancher on a booted machine; a failure
+// carries the console's tail, where the reason usually is.
+func (s *Suite) login(ctx context.Context, m *Machine) (*Session, error) {
+	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	if err != nil {
+		return nil, fmt.Errorf("%w; console tail:\n%s", err, m.Tail(30))
+	}
+	return sess, nil
+}
+
 // boot starts a machine and waits for the stages every boot goes through.
 func (s *Suite) boot(ctx context.Context, m *Machine, fresh bool) error {
 	if fresh {

@@ -128,7 +128,7 @@ func (s *Suite) Upgrade(ctx context.Context, c *Case) error {
 	if _, err := s.waitBooted(ctx, m, u.V1, false); err != nil {
 		return err
 	}
-	sess, err := Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	sess, err := s.login(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -215,7 +215,7 @@ func (s *Suite) Upgrade(ctx context.Context, c *Case) error {
 		return fmt.Errorf("%w; console tail:\n%s", err, m.Tail(30))
 	}
 	took := time.Since(start)
-	sess, err = Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH)
+	sess, err = s.login(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -302,7 +302,7 @@ func (s *Suite) Upgrade(ctx context.Context, c *Case) error {
 		if _, err := s.waitBooted(ctx, m, u.V2, false); err != nil {
 			return fmt.Errorf("after the failed %s: %w", t.version, err)
 		}
-		if sess, err = Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH); err != nil {
+		if sess, err = s.login(ctx, m); err != nil {
 			return err
 		}
 		status, err := sess.Run("k3os status")
@@ -326,7 +326,7 @@ func (s *Suite) Upgrade(ctx context.Context, c *Case) error {
 	if _, err := s.waitBooted(ctx, m, u.V1, false); err != nil {
 		return fmt.Errorf("after k3os rollback: %w", err)
 	}
-	if sess, err = Dial(ctx, m.SSHPort, "rancher", s.Key, toSSH); err != nil {
+	if sess, err = s.login(ctx, m); err != nil {
 		return err
 	}
 	return check(sess, "after the rollback", "k3os status | grep -c 'rolled back.*' ; cat /var/lib/k3os-test-marker", "1\nkept")
