@@ -69,7 +69,10 @@ func (h Health) Check(ctx context.Context) error {
 	if state := strings.TrimSpace(string(out)); state != "active" {
 		return fmt.Errorf("k3s is %s, not active", state)
 	}
-	out, err = h.Run(ctx, "/usr/local/bin/k3s", "kubectl", "--kubeconfig", kubeletKubeconfig, "get", "node", h.Node,
+	// The kubectl link, not "k3s kubectl": a k3s built from source (the
+	// multicall binary without the release's wrapper) refuses the subcommand
+	// and dispatches on its name only.
+	out, err = h.Run(ctx, "/usr/local/bin/kubectl", "--kubeconfig", kubeletKubeconfig, "get", "node", h.Node,
 		"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 	if err != nil {
 		return fmt.Errorf("k3s does not say the node %s is Ready yet: %v", h.Node, err)

@@ -66,9 +66,9 @@ func TestHealth(t *testing.T) {
 	check("k3s is activating", false)
 	k3s["systemctl"] = "active"
 	check("not say the node node-1 is Ready", false)
-	k3s["k3s"] = "False"
+	k3s["kubectl"] = "False"
 	check(`Ready="False"`, false)
-	k3s["k3s"] = "True"
+	k3s["kubectl"] = "True"
 	check("", false)
 
 	l, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,9 @@ func NodesOf(c *nodeconfig.Cluster) ([]Node, []string) {
 		}
 		nodes = append(nodes, node)
 	}
+	// The order the nodes power on in: who starts the cluster, who joins it.
+	order := map[string]int{nodeconfig.RoleClusterInit: 0, nodeconfig.RoleServer: 1, nodeconfig.RoleAgent: 2}
+	slices.SortStableFunc(nodes, func(a, b Node) int { return order[a.Role] - order[b.Role] })
 	return nodes, skipped
 }
 
@@ -196,8 +200,11 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(c.Dir, "ssh-key"), c.Key.PEM, 0o600); err != nil {
 		return err
 	}
+	var mu sync.Mutex
 	var machines []*vmtest.Machine
 	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
 		for _, m := range machines {
 			m.Stop()
 		}
@@ -208,9 +215,15 @@ func (c *Cluster) Up(ctx context.Context) error {
 			f.Close()
 		}
 	}()
+	// A node powers on once the servers before it are Ready: under
+	// emulation, servers joining etcd together (and agents asking a server
+	// still electing) starve each other for longer than they all take one
+	// after another.
+	ready := make([]chan struct{}, len(c.Nodes))
 	var wg sync.WaitGroup
 	errc := make(chan error, len(c.Nodes))
 	for i, n := range c.Nodes {
+		ready[i] = make(chan struct{})
 		ssh, err := newForward(l, func() string { return c.addr(l, n) + ":22" })
 		if err != nil {
 			return err
@@ -224,15 +237,38 @@ func (c *Cluster) Up(ctx context.Context) error {
 		if err := m.PrepareDisk(ctx, m.DiskSize); err != nil {
 			return err
 		}
-		if err := m.Start(ctx, ""); err != nil {
-			return err
+		var servers []int
+		for j := range i {
+			if c.Nodes[j].Role != nodeconfig.RoleAgent {
+				servers = append(servers, j)
+			}
 		}
-		machines = append(machines, m)
-		c.say("try: %s (%s, %s, %d MiB): powered on; console %s", n.Hostname, n.MAC, n.Role, mem[i], filepath.Join(m.Dir, "console.log"))
+		if len(servers) > 0 {
+			c.say("try: %s powers on once %s is Ready", n.Hostname, c.Nodes[servers[len(servers)-1]].Hostname)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- c.follow(ctx, m, n, l)
+			var once sync.Once
+			isReady := func() { once.Do(func() { close(ready[i]) }) }
+			defer isReady()
+			for _, j := range servers {
+				select {
+				case <-ready[j]:
+				case <-ctx.Done():
+					errc <- ctx.Err()
+					return
+				}
+			}
+			if err := m.Start(ctx, ""); err != nil {
+				errc <- fmt.Errorf("%s: %w", n.Hostname, err)
+				return
+			}
+			mu.Lock()
+			machines = append(machines, m)
+			mu.Unlock()
+			c.say("try: %s (%s, %s, %d MiB): powered on; console %s", n.Hostname, n.MAC, n.Role, mem[i], filepath.Join(m.Dir, "console.log"))
+			errc <- c.follow(ctx, m, n, l, isReady)
 		}()
 	}
 	var api *forward
@@ -253,6 +289,7 @@ func (c *Cluster) Up(ctx context.Context) error {
 	case <-done:
 	}
 	c.say("try: stopping the nodes")
+	wg.Wait()
 	close(errc)
 	for err := range errc {
 		if err != nil && !errors.Is(err, context.Canceled) {
@@ -301,7 +338,7 @@ func (c *Cluster) index(n Node) int {
 
 // follow prints a node's stages as its console shows them, then its SSH
 // login and, with k3s, its node Ready; it returns when ctx ends.
-func (c *Cluster) follow(ctx context.Context, m *vmtest.Machine, n Node, l *link) error {
+func (c *Cluster) follow(ctx context.Context, m *vmtest.Machine, n Node, l *link, ready func()) error {
 	for _, st := range []struct{ stage, marker string }{
 		{"initramfs", "k3os-init:"},
 		{"root switched", "k3os-init: switching to k3os"},
@@ -325,6 +362,7 @@ func (c *Cluster) follow(ctx context.Context, m *vmtest.Machine, n Node, l *link
 	c.say("try: %s: SSH up after %.0fs, at %s on the link", n.Hostname, m.Mark("sshd").Seconds(), c.addr(l, n))
 	if out, _ := sess.Run("test -x " + apply.K3sBinary + " && echo k3s"); out != "k3s" {
 		c.say("try: %s: the image carries no k3s (K3S=none)", n.Hostname)
+		ready()
 		<-ctx.Done()
 		return ctx.Err()
 	}
@@ -332,6 +370,7 @@ func (c *Cluster) follow(ctx context.Context, m *vmtest.Machine, n Node, l *link
 		out, err := sess.Run("k3os health")
 		if err == nil && strings.Contains(out, "healthy") {
 			c.say("try: %s: healthy, k3s Ready, after %.0fs", n.Hostname, m.Mark("k3s Ready").Seconds())
+			ready()
 			break
 		}
 		select {
