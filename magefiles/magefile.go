@@ -415,9 +415,13 @@ func Try(ctx context.Context) error {
 		return err
 	}
 	defer done()
+	trust, err := release.TrustKeys(s.UpgradeKey, s.UpgradeTrust)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return try.Run(ctx, try.Config{Plan: planOptions(s), Runner: r, Host: hostEngine, ConfigDir: s.ConfigDir, Env: os.LookupEnv, Dist: "dist", Out: os.Stdout})
+	return try.Run(ctx, try.Config{Plan: planOptions(s), Runner: r, Host: hostEngine, ConfigDir: s.ConfigDir, Env: os.LookupEnv, Trust: trust, Dist: "dist", Out: os.Stdout})
 }
 
 // Keygen makes the upgrade signing key pair at $UPGRADE_KEY's PATH (secret, 0600; encrypted with $UPGRADE_KEY_PASSWORD if set) and PATH.pub; it never overwrites one.

@@ -149,7 +149,7 @@ var Table = []Setting{
 	{Name: "GOPRIVATE", DefaultDoc: "Go's default", Applies: "agent (the module download)", Doc: "modules fetched directly, not through the proxy",
 		set: goEnv("GOPRIVATE")},
 	{Name: "UPGRADE_KEY", Default: "none", Choices: []string{"none", "file:"},
-		Applies: "image, upgrade, keygen, rollout",
+		Applies: "image, try, upgrade, keygen, rollout",
 		Doc:     "the upgrade signing key: `file:PATH`, a minisign key pair (PATH secret, PATH.pub public; `go tool mage keygen` makes one). `upgrade` signs bundles with PATH; `image` puts PATH.pub on the card, the key its nodes accept upgrades signed with. `none`: images trust no key (their nodes upgrade only by reflashing); see docs/upgrades.md",
 		set: func(s *Settings, v string) error {
 			s.UpgradeKey, _ = strings.CutPrefix(v, "file:")
@@ -163,7 +163,7 @@ var Table = []Setting{
 		Doc:     "the password of an encrypted UPGRADE_KEY (keygen encrypts with it when set); a secret, never logged",
 		set:     func(s *Settings, v string) error { s.UpgradeKeyPassword = v; return nil }},
 	{Name: "UPGRADE_TRUST", DefaultDoc: "unset",
-		Applies: "image",
+		Applies: "image, try",
 		Doc:     "more public keys (files, comma-separated) the card's nodes accept upgrades signed with, e.g. the next key while you rotate",
 		set: func(s *Settings, v string) error {
 			for _, f := range strings.Split(v, ",") {

@@ -462,9 +462,12 @@ type Config struct {
 	Host      *host.Engine
 	ConfigDir string
 	// Env resolves the configs' ${NAME} references.
-	Env  nodeconfig.Lookup
-	Dist string
-	Out  io.Writer
+	Env nodeconfig.Lookup
+	// Trust are the public keys the nodes accept upgrades signed with, as
+	// on a card: a rollout can be tried on the cluster first.
+	Trust []string
+	Dist  string
+	Out   io.Writer
 }
 
 // Run builds the cluster's image into dist/try (its configs with the
@@ -501,7 +504,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
-	img := release.Image{Plan: p, Runner: c.Runner, ConfigDir: c.ConfigDir, Env: c.Env, Resolve: lenient, Out: c.Out}
+	img := release.Image{Plan: p, Runner: c.Runner, ConfigDir: c.ConfigDir, Env: c.Env, Resolve: lenient, Trust: c.Trust, Out: c.Out}
 	if err := img.Build(ctx, dir); err != nil {
 		return err
 	}
