@@ -268,6 +268,7 @@ func (c *Cluster) Up(ctx context.Context) error {
 			machines = append(machines, m)
 			mu.Unlock()
 			c.say("try: %s (%s, %s, %d MiB): powered on; console %s", n.Hostname, n.MAC, n.Role, mem[i], filepath.Join(m.Dir, "console.log"))
+			go c.powerOnAgain(ctx, m)
 			errc <- c.follow(ctx, m, n, l, isReady)
 		}()
 	}
@@ -381,6 +382,22 @@ func (c *Cluster) follow(ctx context.Context, m *vmtest.Machine, n Node, l *link
 	}
 	<-ctx.Done()
 	return ctx.Err()
+}
+
+// powerOnAgain powers a machine on again whenever its guest restarts
+// (an upgrade's reboot, a rollback's), as a Pi resets, until ctx ends.
+func (c *Cluster) powerOnAgain(ctx context.Context, m *vmtest.Machine) {
+	for {
+		err := m.Restart(ctx, 1<<62)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			c.say("try: %s: %v", m.Name, err)
+			return
+		}
+		c.say("try: %s: restarted (its own reboot), powered on again", m.Name)
+	}
 }
 
 // kubeconfig writes the first server's kubeconfig, pointed at the API's
