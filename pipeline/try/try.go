@@ -222,6 +222,7 @@ func (c *Cluster) Up(ctx context.Context) error {
 	ready := make([]chan struct{}, len(c.Nodes))
 	var wg sync.WaitGroup
 	errc := make(chan error, len(c.Nodes))
+	lastServer := -1
 	for i, n := range c.Nodes {
 		ready[i] = make(chan struct{})
 		ssh, err := newForward(l, func() string { return c.addr(l, n) + ":22" })
@@ -237,14 +238,14 @@ func (c *Cluster) Up(ctx context.Context) error {
 		if err := m.PrepareDisk(ctx, m.DiskSize); err != nil {
 			return err
 		}
-		var servers []int
-		for j := range i {
-			if c.Nodes[j].Role != nodeconfig.RoleAgent {
-				servers = append(servers, j)
-			}
+		// Servers power on one after another, so the last one before this
+		// node being Ready means all of them are.
+		after := lastServer
+		if after >= 0 {
+			c.say("try: %s powers on once %s is Ready", n.Hostname, c.Nodes[after].Hostname)
 		}
-		if len(servers) > 0 {
-			c.say("try: %s powers on once %s is Ready", n.Hostname, c.Nodes[servers[len(servers)-1]].Hostname)
+		if n.Role != nodeconfig.RoleAgent {
+			lastServer = i
 		}
 		wg.Add(1)
 		go func() {
@@ -252,9 +253,9 @@ func (c *Cluster) Up(ctx context.Context) error {
 			var once sync.Once
 			isReady := func() { once.Do(func() { close(ready[i]) }) }
 			defer isReady()
-			for _, j := range servers {
+			if after >= 0 {
 				select {
-				case <-ready[j]:
+				case <-ready[after]:
 				case <-ctx.Done():
 					errc <- ctx.Err()
 					return
@@ -387,10 +388,15 @@ func (c *Cluster) follow(ctx context.Context, m *vmtest.Machine, n Node, l *link
 // powerOnAgain powers a machine on again whenever its guest restarts
 // (an upgrade's reboot, a rollback's), as a Pi resets, until ctx ends.
 func (c *Cluster) powerOnAgain(ctx context.Context, m *vmtest.Machine) {
+	const never = time.Duration(1<<63 - 1) // the machine runs until ctx ends
 	for {
-		err := m.Restart(ctx, 1<<62)
+		err := m.Wait(never)
+		// Ctrl-C stops the machines: that exit is no reboot to follow.
 		if ctx.Err() != nil {
 			return
+		}
+		if err == nil {
+			err = m.Start(ctx, "")
 		}
 		if err != nil {
 			c.say("try: %s: %v", m.Name, err)
