@@ -65,8 +65,11 @@ func (h Health) Check(ctx context.Context) error {
 	if !h.K3s {
 		return nil
 	}
-	out, _ := h.Run(ctx, "systemctl", "is-active", "k3s.service")
+	out, err := h.Run(ctx, "systemctl", "is-active", "k3s.service")
 	if state := strings.TrimSpace(string(out)); state != "active" {
+		if state == "" {
+			return fmt.Errorf("systemd does not say whether k3s is active: %v", err)
+		}
 		return fmt.Errorf("k3s is %s, not active", state)
 	}
 	// The kubectl link, not "k3s kubectl": a k3s built from source (the

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sshServer answers on a local port with an SSH banner, as sshd does.
@@ -62,6 +63,7 @@ func TestHealth(t *testing.T) {
 	check("", false)
 
 	h.K3s = true
+	check("systemd does not say whether k3s is active: exit status 1", false)
 	k3s["systemctl"] = "activating"
 	check("k3s is activating", false)
 	k3s["systemctl"] = "active"
@@ -75,4 +77,20 @@ func TestHealth(t *testing.T) {
 	h.SSH = l.Addr().String()
 	l.Close()
 	check("sshd is not listening", false)
+}
+
+// The reason a trial gives is what was last not healthy, not that the
+// check in flight at the deadline was cut short.
+func TestWaitHealthyKeepsTheLastReason(t *testing.T) {
+	calls := 0
+	err := waitHealthy(context.Background(), func(ctx context.Context) error {
+		if calls++; calls == 1 {
+			return errors.New("k3s is activating, not active")
+		}
+		<-ctx.Done()
+		return errors.New("signal: killed")
+	}, 2100*time.Millisecond)
+	if calls != 2 || err == nil || err.Error() != "not healthy within 2.1s: k3s is activating, not active" {
+		t.Fatalf("after %d checks: %v", calls, err)
+	}
 }

@@ -64,7 +64,11 @@ func waitHealthy(ctx context.Context, check Check, timeout time.Duration) error 
 		case errors.As(err, &fatal):
 			return err
 		}
-		last = err
+		// A check cut short by the deadline says only that it was cut
+		// short: the one before it says what was not yet healthy.
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("not healthy within %s: %w", timeout, last)

@@ -111,10 +111,12 @@ func (r *Rollout) node(ctx context.Context, n Node) error {
 	if _, err := r.run(ctx, n, nil, "k3os status"); err != nil {
 		return fmt.Errorf("k3os status: %w", err)
 	}
+	// The kubectl link, not "k3s kubectl", which a k3s built from source
+	// refuses (see the health check).
 	drainer := r.drainer(n)
 	if r.Drain && drainer != nil {
 		r.say("rollout: draining %s", n.Hostname)
-		if _, err := r.run(ctx, *drainer, nil, "sudo k3s kubectl drain --ignore-daemonsets --delete-emptydir-data --timeout=5m "+n.Hostname); err != nil {
+		if _, err := r.run(ctx, *drainer, nil, "sudo kubectl drain --ignore-daemonsets --delete-emptydir-data --timeout=5m "+n.Hostname); err != nil {
 			return fmt.Errorf("draining: %w", err)
 		}
 	}
@@ -124,19 +126,24 @@ func (r *Rollout) node(ctx context.Context, n Node) error {
 	}
 	out, err := r.run(ctx, n, f, "sudo k3os upgrade -")
 	f.Close()
+	already := strings.Contains(out, "the node already runs "+r.Version)
 	switch {
-	case strings.Contains(out, "the node already runs "+r.Version):
+	case already:
 		r.say("rollout: %s already runs %s", n.Hostname, r.Version)
 	case strings.Contains(out, "upgrade refused:"), strings.Contains(out, "k3os:"):
 		return errors.New(lastLine(out))
 	case err != nil && !strings.Contains(out, "rebooting to try"):
 		return fmt.Errorf("k3os upgrade: %w: %s", err, lastLine(out))
 	}
+	rebooted := time.Now()
 	if err := r.waitCommitted(ctx, n); err != nil {
 		return err
 	}
+	if !already {
+		r.say("rollout: %s was healthy on %s %s after its upgrade rebooted it", n.Hostname, r.Version, time.Since(rebooted).Round(time.Second))
+	}
 	if r.Drain && drainer != nil {
-		if _, err := r.run(ctx, *drainer, nil, "sudo k3s kubectl uncordon "+n.Hostname); err != nil {
+		if _, err := r.run(ctx, *drainer, nil, "sudo kubectl uncordon "+n.Hostname); err != nil {
 			return fmt.Errorf("uncordon: %w", err)
 		}
 	}
