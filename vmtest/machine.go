@@ -234,9 +234,6 @@ func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) er
 	if err != nil {
 		return err
 	}
-	m.cmd, m.marks, m.changed, m.exited, m.killed = cmd, map[string]time.Duration{}, make(chan struct{}, 1), make(chan error, 1), false
-	m.console.Reset()
-	m.start = time.Now()
 	spawn := m.Spawn
 	if spawn == nil {
 		spawn = (*exec.Cmd).Start
@@ -245,6 +242,15 @@ func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) er
 		log.Close()
 		return err
 	}
+	// Stop and Wait may run beside a restart (try powers a rebooted node
+	// on again while Ctrl-C stops it): the fields they read change under
+	// mu, once the process is there to stop.
+	changed, exited := make(chan struct{}, 1), make(chan error, 1)
+	m.mu.Lock()
+	m.cmd, m.marks, m.changed, m.exited, m.killed = cmd, map[string]time.Duration{}, changed, exited, false
+	m.console.Reset()
+	m.start = time.Now()
+	m.mu.Unlock()
 	go func() {
 		r := bufio.NewReader(io.TeeReader(out, log))
 		for {
@@ -253,7 +259,7 @@ func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) er
 			m.console.WriteString(strings.ReplaceAll(line, "\r", ""))
 			m.mu.Unlock()
 			select {
-			case m.changed <- struct{}{}:
+			case changed <- struct{}{}:
 			default:
 			}
 			if err != nil {
@@ -267,8 +273,8 @@ func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) er
 		m.mu.Lock()
 		m.tryNext = !m.killed && triedFlag(m.console.String())
 		m.mu.Unlock()
-		m.exited <- err
-		close(m.exited)
+		exited <- err
+		close(exited)
 	}()
 	return nil
 }
@@ -278,9 +284,12 @@ func (m *Machine) Start(ctx context.Context, cmdline string, extra ...string) er
 func (m *Machine) WaitFor(ctx context.Context, stage, marker string, timeout time.Duration) (time.Duration, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	m.mu.Lock()
+	start, changed, exited := m.start, m.changed, m.exited
+	m.mu.Unlock()
 	for {
 		if strings.Contains(m.Console(), marker) {
-			d := time.Since(m.start)
+			d := time.Since(start)
 			m.mu.Lock()
 			if _, ok := m.marks[stage]; !ok {
 				m.marks[stage] = d
@@ -289,8 +298,8 @@ func (m *Machine) WaitFor(ctx context.Context, stage, marker string, timeout tim
 			return d, nil
 		}
 		select {
-		case <-m.changed:
-		case err := <-m.exited:
+		case <-changed:
+		case err := <-exited:
 			return 0, fmt.Errorf("%s: stage %q: QEMU exited (%v) before %q appeared; console tail:\n%s", m.Name, stage, err, marker, m.Tail(30))
 		case <-deadline.C:
 			return 0, fmt.Errorf("%s: stage %q: no %q within %s; console tail:\n%s", m.Name, stage, marker, timeout, m.Tail(30))
@@ -302,8 +311,8 @@ func (m *Machine) WaitFor(ctx context.Context, stage, marker string, timeout tim
 
 // Mark records a stage's time since power-on.
 func (m *Machine) Mark(stage string) time.Duration {
-	d := time.Since(m.start)
 	m.mu.Lock()
+	d := time.Since(m.start)
 	m.marks[stage] = d
 	m.mu.Unlock()
 	return d
@@ -322,23 +331,28 @@ func (m *Machine) Marks() map[string]time.Duration {
 
 // Stop powers the machine off (kills QEMU) and waits for it.
 func (m *Machine) Stop() {
-	if m.cmd == nil || m.cmd.Process == nil {
+	m.mu.Lock()
+	cmd, exited := m.cmd, m.exited
+	if cmd == nil || cmd.Process == nil {
+		m.mu.Unlock()
 		return
 	}
-	m.mu.Lock()
 	m.killed = true
 	m.mu.Unlock()
-	m.cmd.Process.Kill()
+	cmd.Process.Kill()
 	select {
-	case <-m.exited:
+	case <-exited:
 	case <-time.After(10 * time.Second):
 	}
 }
 
 // Wait waits for QEMU to exit by itself (a guest poweroff).
 func (m *Machine) Wait(timeout time.Duration) error {
+	m.mu.Lock()
+	exited := m.exited
+	m.mu.Unlock()
 	select {
-	case err := <-m.exited:
+	case err := <-exited:
 		return err
 	case <-time.After(timeout):
 		return fmt.Errorf("%s: still running after %s; console tail:\n%s", m.Name, timeout, m.Tail(20))
