@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -50,35 +51,71 @@ type Session struct {
 }
 
 // Dial logs in as user with the key, retrying until the deadline while
-// sshd is not up yet.
+// sshd is not up yet. Attempts overlap, a new one every half second while
+// fewer than four wait: each may wait seconds for a banner that a guest
+// without its address yet never sends, and the login is measured within
+// half a second of sshd being reachable, not on the attempts' schedule.
 func Dial(ctx context.Context, port int, user string, key *Key, timeout time.Duration) (*Session, error) {
-	var hostKey string
-	cfg := &ssh.ClientConfig{
-		User: user,
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(key.Signer)},
-		HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
-			hostKey = ssh.FingerprintSHA256(k)
-			return nil
-		},
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	results := make(chan attempt)
+	waiting := 0
+	try := func() {
+		waiting++
+		go func() {
+			var a attempt
+			cfg := &ssh.ClientConfig{
+				User: user,
+				Auth: []ssh.AuthMethod{ssh.PublicKeys(key.Signer)},
+				HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
+					a.hostKey = ssh.FingerprintSHA256(k)
+					return nil
+				},
+			}
+			a.client, a.err = dialSSH(addr, cfg)
+			select {
+			case results <- a:
+			case <-ctx.Done():
+				if a.client != nil {
+					a.client.Close()
+				}
+			}
+		}()
 	}
-	deadline := time.Now().Add(timeout)
+	try()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
 	var last error
-	for time.Now().Before(deadline) {
-		c, err := dialSSH(fmt.Sprintf("127.0.0.1:%d", port), cfg)
-		if err == nil {
-			return &Session{client: c, HostKey: hostKey}, nil
-		}
-		last = err
-		if strings.Contains(err.Error(), "unable to authenticate") {
-			return nil, err // sshd answered and said no
-		}
+	for {
 		select {
+		case a := <-results:
+			waiting--
+			if a.err == nil {
+				return &Session{client: a.client, HostKey: a.hostKey}, nil
+			}
+			last = a.err
+			if strings.Contains(a.err.Error(), "unable to authenticate") {
+				return nil, a.err // sshd answered and said no
+			}
+		case <-tick.C:
+			if waiting < 4 {
+				try()
+			}
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
+			if err := context.Cause(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("no SSH login as %s on port %d within %s: %v", user, port, timeout, last)
 		}
 	}
-	return nil, fmt.Errorf("no SSH login as %s on port %d within %s: %v", user, port, timeout, last)
+}
+
+// attempt is one login attempt's outcome.
+type attempt struct {
+	client  *ssh.Client
+	hostKey string
+	err     error
 }
 
 // dialSSH makes one login attempt. QEMU's user network accepts the TCP
